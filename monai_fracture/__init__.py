@@ -1,0 +1,3 @@
+"""monai-fracture: DICOM-aware bone fracture classification on MONAI."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""``python -m monai_fracture`` is the CLI (also under ``torchrun -m monai_fracture``)."""
+
+from monai_fracture.cli import main
+
+raise SystemExit(main())
