@@ -31,7 +31,7 @@ system-deps:
 	else echo "note: not root or no apt: tests needing $(APT_PACKAGES) will skip"; fi
 
 demo: venv
-	$(PY) -m monai_fracture.demo --out $(DEMO_DIR)
+	$(PY) -m monai_fracture.demo --out $(DEMO_DIR) $(DEMO_ARGS)
 
 test: venv system-deps
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -21,8 +21,6 @@ VERBS: dict[str, str] = {
     "datalist": "datalist",
     "score": "score",
     "serve": "serve",
-    "deploy": "deploy",
-    "info": "info",
 }
 
 

@@ -1,0 +1,204 @@
+"""Benchmark of `monai-fracture score` on generated 2048x2048 DX files (a benchmark, not a test).
+
+Measures, in one run on the same files and model:
+- end to end: ``score_paths`` (walk, header scan, decode + preprocess in workers, model, CSV,
+  SR/KOS per study), images/s over its total time;
+- preprocessing only: ``read_image`` + the model's preprocessing, one process, per image;
+- model only: the network on already preprocessed tensors at ``--batch-size``;
+- a naive loop: pydicom ``dcmread`` + ``pixel_array``, numpy min-max scaling, a torch resize and
+  the model at batch size 1, one image after another.
+and prints the ratios against the targets: end to end >= 0.9 x 1 / (t_model + t_preprocess) per
+image, and >= 5 x the naive loop. Results go to ``--json``.
+
+    python -m benchmarks.score_folder --n 100 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+logger = logging.getLogger("benchmarks.score_folder")
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("image_*") if p.is_file())
+
+
+def prepare_data(folder: Path, n: int, size: int, compress: bool) -> list[Path]:
+    """Generate (or reuse) ``n`` synthetic DX/CR studies of ``size`` x ``size`` pixels."""
+    from monai_fracture.data import generate_demo_dataset
+
+    marker = folder / f".benchmark-{n}-{size}-{int(compress)}"
+    if not marker.is_file():
+        if folder.exists():
+            shutil.rmtree(folder)
+        started = time.perf_counter()
+        generate_demo_dataset(folder, n=n, modality="xr", seed=0, size=f"{size}x{size}", compress=compress,
+                              workers=max(1, (os.cpu_count() or 1)))
+        logger.info("generated %d images in %.1f s", n, time.perf_counter() - started)
+        marker.write_text("ok\n")
+    return _images(folder)
+
+
+def benchmark_model(model_dir: Path | None, calibration: list[Path], work: Path) -> Path:
+    """The bundle's trained model when present; else an EfficientNet-B0 with BatchNorm calibrated on
+    the data (untrained weights would shrink activations and time an unrealistic network)."""
+    from monai_fracture.scoring.classifier import default_model_path
+
+    chosen = model_dir or default_model_path()
+    if chosen is not None:
+        return Path(chosen)
+    from monai_fracture.io import read_image
+    from monai_fracture.model_package import ModelInfo, save_model
+    from monai_fracture.networks import build_network
+    from monai_fracture.scoring.classifier import channel_first
+    from monai_fracture.transforms.presets import build_preprocessing
+
+    network = {"name": "efficientnet-b0", "spatial_dims": 2, "in_channels": 3, "num_classes": 2}
+    net = build_network(**network, pretrained=False)
+    preprocessing = build_preprocessing("xr", 224, load=False)
+    batch = torch.stack([torch.as_tensor(preprocessing({"image": channel_first(*read_image(p))})["image"]).as_subclass(torch.Tensor)
+                         for p in calibration])
+    for module in net.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None
+    net.train()
+    with torch.no_grad():
+        net(batch)
+    info = ModelInfo(name="benchmark-b0", version="bn-calibrated", network=network,
+                     preprocessing={"modality": "xr", "size": 224}, threshold=0.5, modality="xr")
+    return save_model(work / "model", net.eval(), info)
+
+
+def time_preprocessing(classifier, files: list[Path]) -> tuple[float, list[torch.Tensor]]:
+    from monai_fracture.io import read_image
+
+    tensors = []
+    started = time.perf_counter()
+    for path in files:
+        tensors.append(classifier.preprocess(*read_image(path)))
+    return (time.perf_counter() - started) / len(files), tensors
+
+
+def time_model(classifier, tensors: list[torch.Tensor], batch_size: int, repeats: int = 2) -> float:
+    batches = [torch.stack(tensors[i : i + batch_size]) for i in range(0, len(tensors), batch_size)]
+    classifier.predict(batches[0])  # warm-up (allocator, kernels)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        for batch in batches:
+            classifier.predict(batch)
+    return (time.perf_counter() - started) / (repeats * len(tensors))
+
+
+def time_naive(classifier, files: list[Path], size: int) -> float:
+    """What a first script does: read, scale, resize and score one image at a time."""
+    import pydicom
+
+    network = classifier.model.network
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    started = time.perf_counter()
+    for path in files:
+        pixels = pydicom.dcmread(path).pixel_array.astype(np.float32)
+        pixels = (pixels - pixels.min()) / max(float(pixels.max() - pixels.min()), 1e-6)
+        tensor = torch.from_numpy(pixels)[None, None]
+        tensor = torch.nn.functional.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False)
+        tensor = ((tensor.repeat(1, 3, 1, 1) - mean) / std).to(classifier.device)
+        with torch.no_grad():
+            torch.softmax(network(tensor), 1).cpu()
+    return (time.perf_counter() - started) / len(files)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=500, help="images to generate and score (default 500)")
+    parser.add_argument("--size", type=int, default=2048, help="image side in pixels (default 2048)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--sample", type=int, default=48, help="images for the component timings (default 48)")
+    parser.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
+    parser.add_argument("--model", type=Path, help="model to time (default: the bundle's, else a BN-calibrated B0)")
+    parser.add_argument("--data-dir", type=Path, help="where the generated files live (reused between runs)")
+    parser.add_argument("--compress", action="store_true", help="mixed compressed transfer syntaxes (slower decode)")
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/out/score_folder.json"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("highdicom").setLevel(logging.WARNING)
+
+    from monai_fracture.scoring import Classifier, score_paths
+
+    work = Path(tempfile.mkdtemp(prefix="score-bench-"))
+    data_dir = args.data_dir or Path(tempfile.gettempdir()) / f"monai-fracture-bench-{args.size}"
+    files = prepare_data(data_dir, args.n, args.size, args.compress)
+    sample = files[: min(args.sample, len(files))]
+    model_path = benchmark_model(args.model, sample[:16], work)
+    classifier = Classifier(model_path, device=args.device)
+    input_size = int(classifier.info.preprocessing.get("size", 224))
+
+    t_pre, tensors = time_preprocessing(classifier, sample)
+    t_model = time_model(classifier, tensors, args.batch_size)
+    t_naive = time_naive(classifier, sample[: min(16, len(sample))], input_size)
+
+    out_dir = work / "scored"
+    summary = score_paths([data_dir], out_dir, model=classifier, batch_size=args.batch_size, workers=args.workers,
+                          progress=sys.stderr.isatty())
+    manifest = json.loads(summary.manifest.read_text())
+    scored = summary.counts["scored"]
+    e2e = scored / manifest["timings"]["total_s"]
+    bound = 1.0 / (t_model + t_pre)
+    naive = 1.0 / t_naive
+    report = {
+        "n": len(files),
+        "size": args.size,
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "device": args.device,
+        "model": manifest["model"],
+        "scored": scored,
+        "end_to_end_images_per_second": e2e,
+        "end_to_end_timings_s": manifest["timings"],
+        "preprocess_only_images_per_second": 1.0 / t_pre,
+        "model_only_images_per_second": 1.0 / t_model,
+        "serial_bound_images_per_second": bound,
+        "naive_loop_images_per_second": naive,
+        "ratio_end_to_end_vs_serial_bound": e2e / bound,
+        "ratio_end_to_end_vs_naive": e2e / naive,
+        "targets": {"vs_serial_bound": 0.9, "vs_naive": 5.0},
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "versions": manifest["versions"],
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        f"images: {len(files)} x {args.size}^2, batch {args.batch_size}, workers {args.workers}, device {args.device}, model {manifest['model']['id']}",
+        f"end to end        {e2e:8.2f} img/s",
+        f"preprocess only   {1 / t_pre:8.2f} img/s   ({t_pre * 1000:.1f} ms/img)",
+        f"model only        {1 / t_model:8.2f} img/s   ({t_model * 1000:.1f} ms/img)",
+        f"1/(t_model+t_pre) {bound:8.2f} img/s",
+        f"naive loop        {naive:8.2f} img/s",
+        f"end to end / serial bound = {e2e / bound:.2f} (target >= 0.9)",
+        f"end to end / naive        = {e2e / naive:.2f} (target >= 5)",
+        f"json: {args.json}",
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""``monai-fracture score INPUT... --out DIR``: batch scoring of folders (docs/scoring.md).
+
+Exit codes: 0 every input scored or skipped; 1 some input failed (or a DICOM output could
+not be written); 2 usage error (bad arguments, no model, an --out of another model);
+130 interrupted (Ctrl-C / SIGTERM: outputs are consistent, run again to finish).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+HELP = "score folders of DICOM/NIfTI/PNG/JPEG: results.csv, TID 1500 SR, key images, heatmaps"
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="files or folders (walked recursively)")
+    parser.add_argument("--out", "-o", type=Path, help="output folder (results.csv, manifest.json, dicom/)")
+    parser.add_argument(
+        "--model",
+        help="bundle folder, model folder or model.pt/.ts/.onnx with model_info.json beside it "
+        "(default: bundles/fracture_classification/models)",
+    )
+    parser.add_argument("--ct-model", help="model for CT series (volumes); without it CT series are skipped")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per model call (default 16)")
+    parser.add_argument("--workers", type=int, default=0, help="decode/preprocess worker processes (default 0)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
+    parser.add_argument("--threshold", type=float, help="decision threshold on P(fracture) (default: the model's)")
+    parser.add_argument("--heatmaps", action="store_true", help="write Grad-CAM overlays of positive images as DICOM SC")
+    parser.add_argument("--no-dicom", action="store_true", help="write results.csv and manifest.json only")
+    parser.add_argument("--shard", metavar="I/N", help="score shard I of N (0-based; split by study)")
+    parser.add_argument("--merge", type=Path, metavar="DIR", help="merge results.shard-*-of-N.csv in DIR and exit")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bar (default: on when stderr is a terminal)")
+
+
+def _usage(message: str) -> int:
+    print(f"monai-fracture score: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _raise_interrupt(signum, frame):  # SIGTERM ends the run like Ctrl-C: consistent outputs, exit 130
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    from monai_fracture.scoring import (
+        ModelNotFoundError,
+        merge_shards,
+        parse_shard,
+        score_paths,
+    )
+    from monai_fracture.model_package import ModelPackageError
+    from monai_fracture.scoring.journal import JournalMismatchError
+
+    if args.merge is not None:
+        try:
+            path = merge_shards(args.merge)
+        except (FileNotFoundError, ValueError) as err:
+            return _usage(str(err))
+        print(path)
+        return 0
+    if not args.inputs:
+        return _usage("give at least one INPUT file or folder")
+    if args.out is None:
+        return _usage("--out DIR is required")
+    if args.batch_size < 1 or args.workers < 0:
+        return _usage("--batch-size must be >= 1 and --workers >= 0")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        return _usage("--threshold must lie in [0, 1]")
+    missing = [p for p in args.inputs if not Path(p).exists()]
+    if missing:
+        return _usage(f"input not found: {missing[0]}")
+    try:
+        shard = parse_shard(args.shard)
+    except ValueError as err:
+        return _usage(str(err))
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        summary = score_paths(
+            args.inputs,
+            args.out,
+            model=args.model,
+            ct_model=args.ct_model,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            device=args.device,
+            threshold=args.threshold,
+            heatmaps=args.heatmaps,
+            write_dicom=not args.no_dicom,
+            shard=shard,
+            progress=args.progress,
+        )
+    except (ModelNotFoundError, ModelPackageError, JournalMismatchError) as err:
+        return _usage(str(err))
+    except KeyboardInterrupt:  # before the run had its outputs open
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    counts = ", ".join(f"{k} {v}" for k, v in summary.counts.items())
+    print(f"{summary.results_csv} ({counts}){' [interrupted]' if summary.interrupted else ''}")
+    return summary.exit_code

@@ -1,0 +1,39 @@
+"""Datasets for monai-fracture: the embedded synthetic DICOM set, datalist builders, leakage-free splits."""
+
+from monai_fracture.data.datalist import (
+    build_datalist,
+    check_datalist,
+    csv_items,
+    detect_layout,
+    dicom_folder_items,
+    folder_items,
+    fracatlas_items,
+    items_from_table,
+    load_datalist,
+    resolve_datalist,
+    write_datalist,
+)
+from monai_fracture.data.leakage import HashCache, LeakageError, find_leaks
+from monai_fracture.data.split import assign_groups, split_items, split_summary
+from monai_fracture.data.synthetic import generate_demo_dataset
+
+__all__ = [
+    "HashCache",
+    "LeakageError",
+    "assign_groups",
+    "build_datalist",
+    "check_datalist",
+    "csv_items",
+    "detect_layout",
+    "dicom_folder_items",
+    "find_leaks",
+    "folder_items",
+    "fracatlas_items",
+    "generate_demo_dataset",
+    "items_from_table",
+    "load_datalist",
+    "resolve_datalist",
+    "split_items",
+    "split_summary",
+    "write_datalist",
+]

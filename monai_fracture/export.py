@@ -1,0 +1,122 @@
+"""Export a trained model to ONNX (and TorchScript) beside its ``model.pt``.
+
+ONNX uses ``torch.onnx.export(..., dynamo=True)`` after ``prepare_for_export`` (MONAI's
+memory-efficient swish does not export), with a dynamic batch axis. TorchScript normally comes
+from ``python -m monai.bundle ckpt_export`` (it embeds metadata and configs, see docs/training.md);
+``export_torchscript`` is the same trace for code that has no bundle config at hand.
+
+Command line: ``python -m monai_fracture.export MODEL_DIR_OR_BUNDLE [--format onnx|torchscript|both]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from monai_fracture.model_package import MODEL_ONNX, MODEL_TORCHSCRIPT, LoadedModel, ModelInfo, load_model
+
+logger = logging.getLogger(__name__)
+
+
+def example_input(info: ModelInfo, batch: int = 2, seed: int = 0) -> torch.Tensor:
+    """A random input of the shape the model was trained on (from ``info.network`` and ``info.preprocessing``)."""
+    spatial_dims = int(info.network.get("spatial_dims", 2))
+    channels = int(info.network.get("in_channels", 3))
+    size = info.preprocessing.get("size", 224)
+    shape = tuple(size) if isinstance(size, (list, tuple)) else (int(size),) * spatial_dims
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn((batch, channels, *shape), generator=generator)
+
+
+def _torch_network(model: LoadedModel) -> torch.nn.Module:
+    if model.format != "pytorch":
+        raise ValueError(f"{model.path}: export starts from model.pt, got a {model.format} model")
+    from monai_fracture.networks import prepare_for_export
+
+    return prepare_for_export(model.network).cpu()
+
+
+def export_onnx(
+    network: torch.nn.Module,
+    path: str | PathLike,
+    example: torch.Tensor,
+    opset_version: int | None = None,
+) -> Path:
+    """Write ``network`` (call ``prepare_for_export`` first) to ONNX with a dynamic batch axis."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    network = network.eval()
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    kwargs = {"opset_version": opset_version} if opset_version else {}
+    with torch.no_grad():
+        program = torch.onnx.export(
+            network, (example,), dynamo=True, input_names=["image"], output_names=["logits"],
+            dynamic_shapes={"inputs": {0: batch}}, verbose=False, **kwargs,
+        )
+    program.save(str(path))
+    logger.info("wrote ONNX model %s", path)
+    return path
+
+
+def export_torchscript(network: torch.nn.Module, path: str | PathLike, example: torch.Tensor) -> Path:
+    """Trace ``network`` to TorchScript (without bundle metadata; prefer ``monai.bundle ckpt_export``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        traced = torch.jit.trace(network.eval(), example)
+    traced.save(str(path))
+    logger.info("wrote TorchScript model %s", path)
+    return path
+
+
+def max_probability_difference(reference: LoadedModel, other: LoadedModel, example: torch.Tensor) -> float:
+    """Largest |P(fracture)| difference between two loaded models on ``example``."""
+    return float(np.max(np.abs(reference.predict_proba(example) - other.predict_proba(example))))
+
+
+def export_model(model_path: str | PathLike, formats: Sequence[str] = ("onnx",), check: bool = True) -> dict[str, Path]:
+    """Export the model at ``model_path`` (bundle, model folder or model.pt) to ``model.onnx`` / ``model.ts``.
+
+    With ``check`` the exported file is loaded back and must give the checkpoint's probabilities
+    within 1e-4, otherwise ``RuntimeError`` names the file and the difference.
+    """
+    model = load_model(model_path)
+    network = _torch_network(model)
+    example = example_input(model.info)
+    written: dict[str, Path] = {}
+    for fmt in formats:
+        if fmt == "onnx":
+            written[fmt] = export_onnx(network, model.path.parent / MODEL_ONNX, example)
+        elif fmt == "torchscript":
+            written[fmt] = export_torchscript(network, model.path.parent / MODEL_TORCHSCRIPT, example)
+        else:
+            raise ValueError(f"unknown export format {fmt!r} (expected 'onnx' or 'torchscript')")
+        if check:
+            diff = max_probability_difference(model, load_model(written[fmt]), example)
+            if diff >= 1e-4:
+                raise RuntimeError(f"{written[fmt]}: probabilities differ from {model.path} by {diff:.2e}")
+            logger.info("%s: max |P(fracture)| difference to %s: %.2e", written[fmt], model.path.name, diff)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m monai_fracture.export", description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="bundle folder, model folder or model.pt (with model_info.json beside it)")
+    parser.add_argument("--format", choices=["onnx", "torchscript", "both"], default="onnx")
+    parser.add_argument("--no-check", action="store_true", help="skip the probability parity check")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    formats = ["onnx", "torchscript"] if args.format == "both" else [args.format]
+    for fmt, path in export_model(args.model, formats, check=not args.no_check).items():
+        logger.info("%s -> %s", fmt, path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,135 @@
+"""``FractureImageReader``: our reading rules behind MONAI's ``ImageReader`` interface.
+
+``LoadImage(reader=FractureImageReader())`` and ``{"_target_": "monai_fracture.io.FractureImageReader"}``
+in bundle JSON both work. Arrays keep pydicom's ``pixel_array`` orientation: (rows, cols) for 2-D,
+(slices, rows, cols) for a series; the affine maps that index order to patient space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai.config import DtypeLike, KeysCollection
+from monai.data.image_reader import ImageReader
+from monai.transforms import LoadImage, LoadImaged
+from monai.utils import MetaKeys, SpaceKeys, TraceKeys, ensure_tuple
+from monai.utils.enums import PostFix
+
+DEFAULT_POST_FIX = PostFix.meta()
+
+from .api import read_image
+from .sniff import DICOM_SUFFIXES, JPEG_SUFFIXES, NIFTI_SUFFIXES, PNG_SUFFIXES, is_dicom_file
+
+_SUFFIXES = DICOM_SUFFIXES + NIFTI_SUFFIXES + PNG_SUFFIXES + JPEG_SUFFIXES
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+class FractureImageReader(ImageReader):
+    """Read DICOM (file, list of slices or folder of one series), NIfTI, PNG and JPEG.
+
+    Args:
+        affine_lps_to_ras: convert DICOM's LPS patient coordinates to RAS in ``affine`` (as MONAI's
+            own DICOM readers do by default).
+    """
+
+    def __init__(self, affine_lps_to_ras: bool = True) -> None:
+        super().__init__()
+        self.affine_lps_to_ras = affine_lps_to_ras
+
+    def verify_suffix(self, filename: Sequence[str | Path] | str | Path) -> bool:
+        """Known suffixes, folders, and files of any other name whose content is DICOM."""
+        for name in ensure_tuple(filename):
+            path = Path(name)
+            if str(path).lower().endswith(_SUFFIXES) or path.is_dir():
+                continue
+            if not is_dicom_file(path):
+                return False
+        return True
+
+    def read(self, data: Sequence[str | Path] | str | Path, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        """Decode now (pixels are decoded exactly once); returns the (array, metadata) pair."""
+        if isinstance(data, (str, Path)):
+            return read_image(data)
+        paths = list(data)
+        return read_image(paths[0] if len(paths) == 1 else paths)
+
+    def get_data(self, img: tuple[np.ndarray, dict[str, Any]]) -> tuple[np.ndarray, dict[str, Any]]:
+        """Array plus MONAI metadata (affine, spacing, spatial_shape, no channel) and our keys."""
+        array, ours = img
+        meta: dict[str, Any] = {}
+        for key, value in ours.items():
+            if key in ("affine", "space"):
+                continue
+            meta[key] = str(TraceKeys.NONE) if value is None else value  # None does not collate
+        affine = np.asarray(ours.get("affine") if ours.get("affine") is not None else np.eye(4), dtype=np.float64)
+        space = ours.get("space")
+        if space == "LPS" and self.affine_lps_to_ras:
+            affine, space = _LPS_TO_RAS @ affine, "RAS"
+        spacing = ours.get("spacing") or (1.0,) * array.ndim
+        meta[MetaKeys.ORIGINAL_AFFINE] = affine
+        meta[MetaKeys.AFFINE] = affine.copy()
+        meta[MetaKeys.SPACE] = SpaceKeys.RAS if space in ("RAS", None) else SpaceKeys.LPS
+        meta[MetaKeys.SPATIAL_SHAPE] = np.asarray(array.shape)
+        meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = "no_channel"
+        meta["spacing"] = np.asarray(spacing, dtype=np.float64)
+        meta["filename_or_obj"] = ours.get("filename")
+        return array, meta
+
+
+class LoadFractureImage(LoadImage):
+    """``LoadImage`` with ``FractureImageReader`` as the only reader.
+
+    Plain ``LoadImage(reader=FractureImageReader())`` falls back to MONAI's other readers when
+    ours refuses a file, so a SEG object or an inconsistent series could still be loaded by
+    ``PydicomReader`` with other conventions. Here a refused file raises our ImageReadError.
+    """
+
+    def __init__(
+        self,
+        image_only: bool = True,
+        dtype: DtypeLike | None = np.float32,
+        ensure_channel_first: bool = False,
+        simple_keys: bool = False,
+        prune_meta_pattern: str | None = None,
+        prune_meta_sep: str = ".",
+        expanduser: bool = True,
+        affine_lps_to_ras: bool = True,
+    ) -> None:
+        self.fracture_reader = FractureImageReader(affine_lps_to_ras=affine_lps_to_ras)
+        super().__init__(
+            self.fracture_reader, image_only, dtype, ensure_channel_first, simple_keys, prune_meta_pattern, prune_meta_sep, expanduser
+        )
+
+    def __call__(self, filename: Sequence[str | Path] | str | Path, reader: ImageReader | None = None):
+        return super().__call__(filename, reader or self.fracture_reader)
+
+
+class LoadFractureImaged(LoadImaged):
+    """Dictionary twin of ``LoadFractureImage`` (bundle: ``monai_fracture.io.LoadFractureImaged``)."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        dtype: DtypeLike | None = np.float32,
+        meta_keys: KeysCollection | None = None,
+        meta_key_postfix: str = DEFAULT_POST_FIX,
+        overwriting: bool = False,
+        image_only: bool = True,
+        ensure_channel_first: bool = False,
+        simple_keys: bool = False,
+        prune_meta_pattern: str | None = None,
+        prune_meta_sep: str = ".",
+        allow_missing_keys: bool = False,
+        expanduser: bool = True,
+        affine_lps_to_ras: bool = True,
+    ) -> None:
+        super().__init__(
+            keys, None, dtype, meta_keys, meta_key_postfix, overwriting, image_only, ensure_channel_first,
+            simple_keys, prune_meta_pattern, prune_meta_sep, allow_missing_keys, expanduser,
+        )
+        self._loader = LoadFractureImage(
+            image_only, dtype, ensure_channel_first, simple_keys, prune_meta_pattern, prune_meta_sep, expanduser, affine_lps_to_ras
+        )

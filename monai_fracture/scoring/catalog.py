@@ -1,0 +1,244 @@
+"""Walk the inputs and decide, from headers only, what each file is and how it will be scored.
+
+The catalog holds one small record per file (no pixel data, no pydicom datasets), so it stays
+small for folders of many thousands of studies. DICOM radiographs become one work item per
+image; CT series become one work item per series (a volume); everything else gets its final
+``skipped`` or ``failed`` row here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from monai_fracture.io.dicom_header import check_is_image, header_meta, parse_dicom
+from monai_fracture.io.errors import ImageReadError, ReadFailure
+from monai_fracture.io.sniff import (
+    DICOM_SUFFIXES,
+    JPEG_SUFFIXES,
+    NIFTI_SUFFIXES,
+    PNG_SUFFIXES,
+    detect_format,
+    read_head,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Projection radiography modalities (docs/architecture.md): scored by the radiograph model.
+RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "MG", "RF", "XA", "IO", "PX"})
+#: Secondary captures are radiographs when they are greyscale (scanned films, exports).
+GREYSCALE_CAPTURE_MODALITIES = frozenset({"OT", "SC"})
+CT_MODALITIES = frozenset({"CT"})
+IMAGE_SUFFIXES = DICOM_SUFFIXES + NIFTI_SUFFIXES + PNG_SUFFIXES + JPEG_SUFFIXES
+NOT_AN_IMAGE_FILE = "not an image file"
+
+
+@dataclass
+class FileRecord:
+    """One input file: identity from its header and, when decided at scan time, its final status."""
+
+    path: str
+    format: str | None = None  # dicom / nifti / png / jpeg
+    family: str | None = None  # "xr" or "ct" for files that will be scored
+    study_uid: str | None = None
+    series_uid: str | None = None
+    sop_uid: str | None = None
+    status: str | None = None  # skipped / failed when decided here
+    reason: str = ""
+    num_frames: int = 1
+    position: float | None = None  # slice position for sorting CT series
+
+
+@dataclass
+class WorkItem:
+    """What one model call scores: a radiograph (one file) or a CT volume (a series of files)."""
+
+    family: str  # "xr" or "ct"
+    paths: tuple[str, ...]
+    study_key: str  # StudyInstanceUID, or the path for files without one
+    study_uid: str | None
+    series_uid: str | None
+    sop_uids: tuple[str | None, ...]
+    is_dicom: bool = True
+
+
+@dataclass
+class Catalog:
+    """Every input file once: records with a final row now, and the work items for the rest."""
+
+    records: dict[str, FileRecord] = field(default_factory=dict)
+    items: list[WorkItem] = field(default_factory=list)
+
+    def decided(self) -> Iterator[FileRecord]:
+        return (r for r in self.records.values() if r.status is not None)
+
+
+def reason_text(failure: ReadFailure | str, detail: str = "") -> str:
+    """``"<ReadFailure value>: <detail>"``, the ``reason`` column of results.csv."""
+    value = failure.value if isinstance(failure, ReadFailure) else str(failure)
+    return f"{value}: {detail}" if detail else value
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def walk_inputs(inputs: Iterable[str | os.PathLike], exclude: Sequence[str | os.PathLike] = ()) -> list[str]:
+    """All files under ``inputs`` (recursively), absolute, sorted, each once.
+
+    Hidden files and folders (names starting with ".") inside a walked folder are not listed:
+    they are tool and OS artefacts (.DS_Store, editor swap files, our own temporary files). A
+    hidden file named explicitly as an input is listed. Folders in ``exclude`` (the output
+    folder, when it lies inside an input) are not entered. Symlinked folders are not followed.
+    """
+    excluded = {os.path.abspath(p) for p in exclude}
+    found: set[str] = set()
+    for item in inputs:
+        path = os.path.abspath(os.fspath(item))
+        if os.path.isdir(path):
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not _is_hidden(d) and os.path.join(root, d) not in excluded)
+                for name in files:
+                    if not _is_hidden(name):
+                        found.add(os.path.join(root, name))
+        else:
+            found.add(path)  # a missing path gets a failed not_found row
+    return sorted(found)
+
+
+def _has_suffix(path: str, suffixes: Sequence[str]) -> bool:
+    return path.lower().endswith(tuple(suffixes))
+
+
+def _family_for_dicom(meta: dict) -> tuple[str | None, str]:
+    modality = (meta.get("modality") or "").upper()
+    photometric = (meta.get("photometric") or "").upper()
+    if modality in RADIOGRAPH_MODALITIES:
+        return "xr", ""
+    if modality in GREYSCALE_CAPTURE_MODALITIES and photometric.startswith("MONOCHROME"):
+        return "xr", ""
+    if modality in CT_MODALITIES:
+        return "ct", ""
+    shown = modality or "none"
+    if modality in GREYSCALE_CAPTURE_MODALITIES:
+        return None, f"unsupported_modality: {shown} with photometric {photometric or 'unknown'} (not a greyscale radiograph)"
+    return None, f"unsupported_modality: {shown} (the models classify radiographs and CT)"
+
+
+def scan_file(path: str) -> FileRecord:
+    """Header-only look at one file; never raises for bad content."""
+    record = FileRecord(path=path)
+    try:
+        head, size = read_head(path)
+        record.format = detect_format(path, head, size)
+    except ImageReadError as err:
+        if err.reason in (ReadFailure.NOT_DICOM,) and not _has_suffix(path, IMAGE_SUFFIXES):
+            record.status, record.reason = "skipped", NOT_AN_IMAGE_FILE
+        else:
+            record.status, record.reason = "failed", reason_text(err.reason, err.detail)
+        return record
+    if record.format == "dicom":
+        return _scan_dicom(record)
+    if record.format == "nifti":
+        return _scan_nifti(record)
+    record.family = "xr"  # PNG / JPEG: a radiograph exported as a picture
+    return record
+
+
+def _scan_dicom(record: FileRecord) -> FileRecord:
+    try:
+        ds = parse_dicom(record.path, header_only=True)
+        meta = header_meta(ds, record.path)
+        record.study_uid, record.series_uid, record.sop_uid = meta["study_uid"], meta["series_uid"], meta["sop_uid"]
+        check_is_image(ds, record.path)
+    except ImageReadError as err:
+        skip = err.reason in (ReadFailure.NOT_AN_IMAGE, ReadFailure.NO_PIXEL_DATA)
+        record.status, record.reason = ("skipped" if skip else "failed"), reason_text(err.reason, err.detail)
+        return record
+    except Exception as err:  # a header so odd that pydicom fails while we read values
+        record.status, record.reason = "failed", reason_text(ReadFailure.INVALID_VALUE, f"{type(err).__name__}: {err}")
+        return record
+    family, why = _family_for_dicom(meta)
+    if family is None:
+        record.status, record.reason = "skipped", why
+        return record
+    record.family = family
+    record.num_frames = meta.get("num_frames") or 1
+    position, orientation = meta.get("image_position"), meta.get("image_orientation")
+    if position is not None and orientation is not None:
+        normal = (
+            orientation[1] * orientation[5] - orientation[2] * orientation[4],
+            orientation[2] * orientation[3] - orientation[0] * orientation[5],
+            orientation[0] * orientation[4] - orientation[1] * orientation[3],
+        )
+        record.position = sum(p * n for p, n in zip(position, normal))
+    return record
+
+
+def _scan_nifti(record: FileRecord) -> FileRecord:
+    try:
+        import nibabel as nib
+
+        shape = tuple(int(s) for s in nib.load(record.path).shape)
+    except Exception as err:  # nibabel raises ImageFileError, EOFError, ValueError ...
+        record.status, record.reason = "failed", reason_text(ReadFailure.UNDECODABLE, f"NIfTI header: {err}")
+        return record
+    spatial = [s for s in shape if s > 1]
+    record.family = "ct" if len(spatial) >= 3 else "xr"
+    return record
+
+
+def build_catalog(paths: Sequence[str], ct_enabled: bool, progress: bool = False) -> Catalog:
+    """Scan headers and turn files into work items (radiographs per image, CT per series)."""
+    from tqdm.auto import tqdm
+
+    catalog = Catalog()
+    ct_series: dict[tuple[str, str], list[FileRecord]] = defaultdict(list)
+    for path in tqdm(paths, desc="scan headers", unit="file", disable=not progress, leave=False):
+        record = scan_file(path)
+        catalog.records[path] = record
+        if record.status is not None:
+            continue
+        if record.family == "ct" and record.format == "dicom":
+            ct_series[(record.study_uid or "", record.series_uid or record.path)].append(record)
+            continue
+        if record.family == "ct" and not ct_enabled:
+            record.status, record.reason = "skipped", "no_ct_model: a CT volume needs --ct-model"
+            continue
+        catalog.items.append(
+            WorkItem(
+                family=record.family or "xr",
+                paths=(path,),
+                study_key=record.study_uid or path,
+                study_uid=record.study_uid,
+                series_uid=record.series_uid,
+                sop_uids=(record.sop_uid,),
+                is_dicom=record.format == "dicom",
+            )
+        )
+    for (study_uid, series_uid), members in ct_series.items():
+        if not ct_enabled:
+            for member in members:
+                member.status, member.reason = "skipped", "no_ct_model: CT series need --ct-model"
+            continue
+        if len(members) == 1 and members[0].num_frames <= 1:
+            members[0].status = "skipped"
+            members[0].reason = "unsupported_geometry: a single CT slice is not a volume"
+            continue
+        members.sort(key=lambda r: (r.position is None, r.position or 0.0, r.path))
+        catalog.items.append(
+            WorkItem(
+                family="ct",
+                paths=tuple(m.path for m in members),
+                study_key=study_uid or members[0].path,
+                study_uid=study_uid or None,
+                series_uid=series_uid,
+                sop_uids=tuple(m.sop_uid for m in members),
+            )
+        )
+    # Study by study, so studies complete (and their reports are written) as the stream goes on.
+    catalog.items.sort(key=lambda w: (w.study_key, w.family, w.paths[0]))
+    return catalog

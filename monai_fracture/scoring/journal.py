@@ -1,0 +1,108 @@
+"""The append-only journal that makes a run resumable after Ctrl-C, a crash or SIGKILL.
+
+Every finished row is appended as one JSON line and fsync'd with its batch; a study whose
+DICOM outputs were written gets a ``study_done`` line. A line torn by a kill is dropped (and
+cut off the file) on the next start, so the resumed run re-does exactly the unfinished work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from monai_fracture.scoring.table import ResultRow
+
+logger = logging.getLogger(__name__)
+
+
+class JournalMismatchError(ValueError):
+    """The output folder holds results of another model or threshold."""
+
+
+@dataclass
+class JournalState:
+    rows: dict[str, ResultRow] = field(default_factory=dict)
+    studies_done: set[str] = field(default_factory=set)
+    run: dict | None = None
+
+
+class Journal:
+    """``journal[.shard-i-of-n].jsonl`` in the output folder."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._handle = None
+
+    def load(self) -> JournalState:
+        """Read what a previous run finished; cut a torn last line."""
+        state = JournalState()
+        if not self.path.is_file():
+            return state
+        good_end = 0
+        with open(self.path, "rb") as handle:
+            data = handle.read()
+        for line in data.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            good_end += len(line)
+            kind = record.pop("type", None)
+            if kind == "row":
+                row = ResultRow.from_mapping(record)
+                state.rows[row.path] = row
+            elif kind == "study_done":
+                state.studies_done.add(str(record["study"]))
+            elif kind == "run":
+                state.run = state.run or record
+        if good_end < len(data):
+            logger.warning("journal %s: dropping a torn last record (%d bytes)", self.path, len(data) - good_end)
+            with open(self.path, "r+b") as handle:
+                handle.truncate(good_end)
+                handle.flush()
+                os.fsync(handle.fileno())
+        return state
+
+    def check_run(self, state: JournalState, model: str, threshold: str) -> None:
+        if state.run is None:
+            return
+        if state.run.get("model") != model or state.run.get("threshold") != threshold:
+            raise JournalMismatchError(
+                f"{self.path.parent} holds results of model {state.run.get('model')} at threshold "
+                f"{state.run.get('threshold')}, not {model} at {threshold}: use another --out folder"
+            )
+
+    def open(self) -> Journal:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = open(self.path, "ab")
+        return self
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def _append(self, records: Iterable[dict]) -> None:
+        if self._handle is None:
+            self.open()
+        payload = b"".join(json.dumps(r, ensure_ascii=True).encode() + b"\n" for r in records)
+        if not payload:
+            return
+        self._handle.write(payload)
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def write_run(self, model: str, threshold: str, **extra: object) -> None:
+        self._append([{"type": "run", "model": model, "threshold": threshold, **extra}])
+
+    def write_rows(self, rows: Iterable[ResultRow]) -> None:
+        self._append({"type": "row", **row.to_dict()} for row in rows)
+
+    def write_study_done(self, study_uid: str) -> None:
+        self._append([{"type": "study_done", "study": study_uid}])

@@ -1,0 +1,217 @@
+"""Small pieces of glue the bundle configs call, kept out of the JSON so they can be tested."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+from monai.transforms import Compose
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def rank_zero_first(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``fn`` on rank 0 first, then on the other ranks (e.g. generate a dataset once, then read it)."""
+    if not is_distributed():
+        return fn(*args, **kwargs)
+    if rank() == 0:
+        result = fn(*args, **kwargs)
+        dist.barrier()
+        return result
+    dist.barrier()
+    return fn(*args, **kwargs)
+
+
+def init_distributed() -> None:
+    """Join the process group torchrun describes: NCCL on GPUs, gloo on CPU."""
+    if is_distributed():
+        return
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend=backend)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(dist.get_rank() % torch.cuda.device_count())
+    logger.info("rank %d/%d joined the process group (%s)", dist.get_rank(), dist.get_world_size(), backend)
+
+
+def distributed_device() -> torch.device:
+    """This rank's device: its GPU under torchrun with CUDA, else the CPU."""
+    if torch.cuda.is_available():
+        index = dist.get_rank() % torch.cuda.device_count() if is_distributed() else 0
+        return torch.device(f"cuda:{index}")
+    return torch.device("cpu")
+
+
+def class_counts(items: Iterable[Mapping[str, Any]], num_classes: int = 2, label_key: str = "label") -> list[int]:
+    counts = Counter(int(item[label_key]) for item in items)
+    return [counts.get(c, 0) for c in range(num_classes)]
+
+
+def class_weights(
+    items: Sequence[Mapping[str, Any]],
+    num_classes: int = 2,
+    enabled: bool = True,
+    device: str | torch.device = "cpu",
+    label_key: str = "label",
+) -> torch.Tensor | None:
+    """Inverse-frequency weights for CrossEntropyLoss (n / (classes * count_c)), or None when disabled."""
+    if not enabled:
+        return None
+    counts = class_counts(items, num_classes, label_key)
+    if min(counts) == 0:
+        raise ValueError(f"cannot weight classes: a class has no training items (counts {counts})")
+    total = float(sum(counts))
+    weights = torch.tensor([total / (num_classes * c) for c in counts], dtype=torch.float32, device=device)
+    logger.info("class counts %s -> loss weights %s", counts, [round(float(w), 3) for w in weights])
+    return weights
+
+
+def init_head(network: torch.nn.Module, std: float = 0.01) -> torch.nn.Module:
+    """Re-initialise the classifier head (``_fc``) to small weights and zero bias.
+
+    MONAI's EfficientNet initialises a Linear layer uniformly in +-1/sqrt(out_features): for a
+    two-class head that is +-0.71, which on 1280 ImageNet features gives logits in the tens and a
+    starting loss far above log(2). A small head starts at P = 0.5 and keeps the pretrained
+    features intact during the head-only warm-up.
+    """
+    head = getattr(getattr(network, "module", network), "_fc", None)
+    if isinstance(head, torch.nn.Linear):
+        torch.nn.init.normal_(head.weight, std=std)
+        torch.nn.init.zeros_(head.bias)
+    return network
+
+
+def to_device(network: torch.nn.Module, device: str | torch.device, channels_last: bool = False) -> torch.nn.Module:
+    """Move the network; with ``channels_last`` use NHWC (2D) or NDHWC (3D) memory format."""
+    network = network.to(device)
+    if channels_last:
+        conv3d = any(isinstance(m, torch.nn.Conv3d) for m in network.modules())
+        network = network.to(memory_format=torch.channels_last_3d if conv3d else torch.channels_last)
+    return network
+
+
+def flat_compose(*parts: Any) -> Compose:
+    """One flat ``Compose`` from transforms and Composes, so CacheDataset caches up to the first random one."""
+    transforms: list[Any] = []
+    for part in parts:
+        if part is None:
+            continue
+        if isinstance(part, Compose):
+            transforms.extend(flat_compose(*part.transforms).transforms)
+        elif isinstance(part, (list, tuple)):
+            transforms.extend(flat_compose(*part).transforms)
+        else:
+            transforms.append(part)
+    return Compose(transforms)
+
+
+def bundle_preprocessing(*parts: Any, image_key: str = "image", path_key: str = "path") -> Compose:
+    """``parts`` between a copy of the input path to ``path_key`` and a final metadata-free image.
+
+    Reader metadata varies between files (windows, spacings, optional tags) and cannot always be
+    collated into a batch; the network only needs the pixels, and the outputs only the path.
+    """
+    from monai.transforms import CopyItemsd, EnsureTyped
+
+    return flat_compose(
+        CopyItemsd(keys=image_key, names=path_key),
+        *parts,
+        EnsureTyped(keys=image_key, dtype=torch.float32, track_meta=False),
+    )
+
+
+def describe_data(datalists: Mapping[str, Sequence[Mapping[str, Any]]], source: Any, num_classes: int = 2) -> dict[str, Any]:
+    """What ``model_info.json`` records about the training data: the source and class counts per split."""
+    return {
+        "source": str(source) if source is not None else "synthetic (monai_fracture.data.generate_demo_dataset)",
+        "splits": {name: {"n": len(items), "class_counts": class_counts(items, num_classes)}
+                   for name, items in datalists.items() if isinstance(items, Sequence)},
+    }
+
+
+_IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".nii", ".nii.gz", ".tif", ".tiff", ".bmp")
+
+
+def _looks_like_image(path: "Path") -> bool:
+    name = path.name.lower()
+    if name.endswith(_IMAGE_SUFFIXES):
+        return True
+    if path.suffix:  # some other known kind of file (csv, json, txt ...)
+        return False
+    from monai_fracture.io.sniff import has_dicom_preamble
+
+    with open(path, "rb") as handle:
+        return has_dicom_preamble(handle.read(132))
+
+
+def inference_items(
+    input_path: str | None = None,
+    datalist: str | None = None,
+    datalist_key: str | None = None,
+    demo_dir: str | None = None,
+    demo_n: int = 16,
+    modality: str = "xr",
+    seed: int = 2,
+) -> list[dict[str, Any]]:
+    """Items ``{"image": path}`` to score: a datalist JSON (``datalist_key``, else every list in it),
+    a folder (every image file below it, DICOM recognised by its preamble too) or a single file.
+    With none of them but ``demo_dir``, a small synthetic set is generated there (once) and scored."""
+    import json
+    from pathlib import Path
+
+    if not datalist and not input_path and demo_dir:
+        if not (Path(demo_dir) / "labels.csv").is_file():
+            from monai_fracture.data import generate_demo_dataset
+
+            logger.warning("no input configured: scoring a synthetic demo set generated in %s", demo_dir)
+            generate_demo_dataset(demo_dir, n=demo_n, modality=modality, seed=seed)
+        input_path = demo_dir
+
+    if datalist:
+        data = json.loads(Path(datalist).read_text())
+        base = Path(datalist).resolve().parent
+        keys = [datalist_key] if datalist_key else [k for k, v in data.items() if isinstance(v, list)]
+        items = []
+        for key in keys:
+            for item in data[key]:
+                image = item["image"] if isinstance(item, Mapping) else item
+                image = image if Path(image).is_absolute() else str(base / image)
+                items.append({"image": image})
+        if not items:
+            raise ValueError(f"{datalist}: no items under {keys}")
+        return items
+    if not input_path:
+        raise ValueError("inference needs input_path (a folder or file) or datalist (a JSON file)")
+    root = Path(input_path)
+    if root.is_file():
+        return [{"image": str(root.resolve())}]
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: input path not found")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and _looks_like_image(p))
+    if not files:
+        raise ValueError(f"{root}: no image files found")
+    return [{"image": str(p.resolve())} for p in files]
+
+
+def network_kwargs(model_dir: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``build_network`` kwargs of the model in ``model_dir`` (its model_info.json), else ``defaults``."""
+    from pathlib import Path
+
+    from monai_fracture.model_package import MODEL_INFO, ModelInfo
+
+    path = Path(model_dir) / MODEL_INFO
+    if path.is_file():
+        return {k: v for k, v in ModelInfo.load(path).network.items() if k != "pretrained"}
+    return dict(defaults)

@@ -1,0 +1,134 @@
+"""Metrics from probabilities, the threshold rule, evaluation outputs and the ignite metric."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Engine
+from sklearn.metrics import roc_auc_score
+
+from monai_fracture.training.evaluation import (
+    CALIBRATION_PNG,
+    CONFUSION_PNG,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    ROC_PNG,
+    write_evaluation,
+)
+from monai_fracture.training.metrics import (
+    ThresholdedMetrics,
+    as_probability_and_label,
+    binary_scores,
+    bootstrap_roc_auc_ci,
+    choose_threshold,
+    expected_calibration_error,
+)
+
+
+def test_youden_picks_the_best_operating_point():
+    probs = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    choice = choose_threshold(probs, labels)
+    # at 0.7: sensitivity 3/4, specificity 4/4 -> J = 0.75; at 0.4: 4/4 and 3/4 -> J = 0.75 too
+    assert choice.threshold == pytest.approx(0.7), "ties must go to the higher threshold"
+    assert "Youden" in choice.rule
+    scores = binary_scores(probs, labels, choice.threshold)
+    assert scores["sensitivity"] == pytest.approx(0.75)
+    assert scores["specificity"] == pytest.approx(1.0)
+
+
+def test_target_sensitivity_rule_and_degenerate_validation():
+    probs = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    choice = choose_threshold(probs, labels, rule="target_sensitivity", target_sensitivity=1.0)
+    assert choice.threshold == pytest.approx(0.4)
+    assert binary_scores(probs, labels, choice.threshold)["sensitivity"] == 1.0
+    single = choose_threshold([0.2, 0.9], [1, 1])
+    assert single.threshold == 0.5 and "one class" in single.rule
+    with pytest.raises(ValueError, match="unknown threshold rule"):
+        choose_threshold(probs, labels, rule="accuracy")
+
+
+def test_binary_scores_counts():
+    scores = binary_scores(np.array([0.9, 0.8, 0.2, 0.6, 0.1]), np.array([1, 0, 1, 0, 0]), 0.5)
+    assert (scores["tp"], scores["fp"], scores["tn"], scores["fn"]) == (1, 2, 1, 1)
+    assert scores["accuracy"] == pytest.approx(2 / 5)
+    assert scores["f1"] == pytest.approx(2 * 1 / (2 * 1 + 2 + 1))
+
+
+def test_calibration_and_bootstrap():
+    rng = np.random.default_rng(0)
+    probs = rng.uniform(size=4000)
+    calibrated = (rng.uniform(size=probs.size) < probs).astype(int)
+    assert expected_calibration_error(probs, calibrated) < 0.03
+    overconfident = np.where(probs > 0.5, 1.0, 0.0)
+    assert expected_calibration_error(overconfident, calibrated) > 0.2
+    labels = rng.integers(0, 2, 300)
+    scores = labels * 0.8 + rng.normal(0, 0.5, 300)
+    low, high = bootstrap_roc_auc_ci(scores, labels, n_resamples=300)
+    auc = roc_auc_score(labels, scores)
+    assert low < auc < high and high - low < 0.2
+
+
+def test_probability_and_label_from_engine_outputs():
+    preds = [torch.tensor([0.3, 0.7]), torch.tensor([0.9, 0.1])]
+    onehot = [torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0])]
+    prob, label = as_probability_and_label(preds, onehot)
+    np.testing.assert_allclose(prob, [0.7, 0.1], rtol=1e-6)
+    np.testing.assert_array_equal(label, [1, 0])
+    prob, label = as_probability_and_label(torch.tensor([0.2, 0.8]), torch.tensor([0, 1]))
+    np.testing.assert_array_equal(label, [0, 1])
+
+
+def test_thresholded_metrics_on_an_engine():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 64)
+    p1 = np.clip(labels * 0.4 + rng.uniform(0, 0.6, 64), 0, 1)
+    batches = [(p1[i:i + 16], labels[i:i + 16]) for i in range(0, 64, 16)]
+
+    def step(engine, batch):
+        p, y = batch
+        pred = [torch.tensor([1 - v, v]) for v in p]
+        lab = [torch.nn.functional.one_hot(torch.tensor(int(v)), 2).float() for v in y]
+        return [{"pred": a, "label": b} for a, b in zip(pred, lab)]
+
+    from monai.handlers import from_engine
+
+    engine = Engine(step)
+    ThresholdedMetrics(output_transform=from_engine(["pred", "label"]), prefix="val_").attach(engine, "thr")
+    engine.run(batches, max_epochs=1)
+    metrics = engine.state.metrics
+    expected = choose_threshold(p1, labels)
+    assert metrics["val_threshold"] == pytest.approx(expected.threshold)
+    assert metrics["val_sensitivity"] == pytest.approx(binary_scores(p1, labels, expected.threshold)["sensitivity"])
+    assert "Youden" in engine.state.threshold_rule
+    assert all(isinstance(v, float) for v in metrics.values())
+
+
+def test_write_evaluation_outputs(tmp_path):
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 80)
+    probs = np.clip(labels * 0.5 + rng.uniform(0, 0.5, 80), 0, 1)
+    names = [f"/data/img_{i}.dcm" for i in range(80)]
+    metrics = write_evaluation(tmp_path, probs, labels, names, threshold=0.5, n_bootstrap=200, extra={"split": "test"})
+    saved = json.loads((tmp_path / METRICS_FILE).read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    assert saved["roc_auc"] == pytest.approx(roc_auc_score(labels, probs))
+    lo, hi = saved["roc_auc_ci95"]
+    assert lo <= saved["roc_auc"] <= hi
+    assert saved["tp"] + saved["fp"] + saved["tn"] + saved["fn"] == 80
+    for key in ("pr_auc", "accuracy", "sensitivity", "specificity", "f1", "ece"):
+        assert 0.0 <= saved[key] <= 1.0, key
+    assert saved["split"] == "test"
+    with open(tmp_path / PREDICTIONS_FILE, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 80 and rows[3]["path"] == names[3]
+    assert {"path", "probability", "prediction", "threshold", "label"} <= set(rows[0])
+    assert int(rows[0]["prediction"]) == int(float(rows[0]["probability"]) >= 0.5)
+    for png in (ROC_PNG, CONFUSION_PNG, CALIBRATION_PNG):
+        data = (tmp_path / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, png

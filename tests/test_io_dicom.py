@@ -1,0 +1,403 @@
+"""DICOM intensity rules on files generated here with pydicom, where every expected value is known."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+from pydicom.pixels import apply_modality_lut, apply_windowing
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, UID, generate_uid
+
+from monai_fracture.io import ImageReadError, ReadFailure, read_dicom, read_image, scan_dicom_headers
+
+pytestmark = pytest.mark.timeout(60)
+
+DX_CLASS = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
+CT_CLASS = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT_CLASS = "1.2.840.10008.5.1.4.1.1.2.1"
+STORED = np.array([[0, 100, 900, 1000], [1100, 2000, 3000, 4095]], dtype=np.uint16)
+
+
+def make_image(
+    stored: np.ndarray = STORED,
+    *,
+    modality: str = "DX",
+    photometric: str = "MONOCHROME2",
+    bits_stored: int = 12,
+    signed: bool = False,
+    sop_class: str = DX_CLASS,
+    **tags: object,
+) -> Dataset:
+    """A minimal, valid single-frame grey image with the given stored values and extra tags."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientID = "P1"
+    ds.Modality = modality
+    ds.Rows, ds.Columns = stored.shape[-2:]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = 16
+    ds.BitsStored = bits_stored
+    ds.HighBit = bits_stored - 1
+    ds.PixelRepresentation = 1 if signed else 0
+    ds.PixelData = stored.astype(np.int16 if signed else np.uint16).tobytes()
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def save(ds: Dataset, path: Path) -> Path:
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def linear(x: np.ndarray, c: float, w: float) -> np.ndarray:
+    """PS3.3 C.11.2.1.2.1 with output range [0, 1]."""
+    return np.clip((x - (c - 0.5)) / (w - 1) + 0.5, 0.0, 1.0)
+
+
+def test_rescale_and_linear_window_give_exact_presentation_values(tmp_path: Path) -> None:
+    ds = make_image(RescaleSlope=2, RescaleIntercept=-100, WindowCenter=1000, WindowWidth=2000)
+    values, meta = read_dicom(save(ds, tmp_path / "dx.dcm"))
+    modality_values = STORED.astype(np.float64) * 2 - 100
+    expected = linear(modality_values, 1000, 2000)
+    assert values.dtype == np.float32 and values.shape == STORED.shape
+    np.testing.assert_allclose(values, expected, atol=1e-6)
+    assert values[0, 0] == 0.0 and values[1, 3] == 1.0  # below / above the window
+    assert values[0, 3] == pytest.approx((1900 - 999.5) / 1999 + 0.5, abs=1e-6)
+    # the same numbers as pydicom's own LUT functions, rescaled from its output range to [0, 1]
+    reference = apply_windowing(apply_modality_lut(STORED, ds), ds)
+    y_min, y_max = -100.0, 4095 * 2 - 100.0
+    np.testing.assert_allclose(values, (reference - y_min) / (y_max - y_min), atol=1e-6)
+    assert meta["window"] == (1000.0, 2000.0)
+    assert meta["presentation_ready"] is True and meta["inverted"] is False
+    assert meta["modality"] == "DX" and meta["patient_id"] == "P1"
+
+
+def test_linear_exact_window(tmp_path: Path) -> None:
+    ds = make_image(WindowCenter=1000, WindowWidth=1000, VOILUTFunction="LINEAR_EXACT")
+    values, meta = read_dicom(save(ds, tmp_path / "exact.dcm"))
+    expected = np.clip((STORED - 1000.0) / 1000.0 + 0.5, 0, 1)
+    np.testing.assert_allclose(values, expected, atol=1e-6)
+    assert values[0, 3] == pytest.approx(0.5) and values[1, 0] == pytest.approx(0.6)
+    assert meta["voi"] == "LINEAR_EXACT"
+
+
+def test_sigmoid_window(tmp_path: Path) -> None:
+    ds = make_image(WindowCenter=2000, WindowWidth=1000, VOILUTFunction="SIGMOID")
+    values, _ = read_dicom(save(ds, tmp_path / "sigmoid.dcm"))
+    expected = 1.0 / (1.0 + np.exp(-4.0 * (STORED - 2000.0) / 1000.0))
+    np.testing.assert_allclose(values, expected, atol=1e-6)
+    assert values[1, 1] == pytest.approx(0.5)  # at the centre
+    reference = apply_windowing(STORED.astype(np.float64), ds)
+    np.testing.assert_allclose(values, reference / (2**12 - 1), atol=1e-6)
+
+
+def test_monochrome1_is_inverted_after_the_window(tmp_path: Path) -> None:
+    ds = make_image(photometric="MONOCHROME1", WindowCenter=1000, WindowWidth=2000, PresentationLUTShape="INVERSE")
+    values, meta = read_dicom(save(ds, tmp_path / "mono1.dcm"))
+    np.testing.assert_allclose(values, 1.0 - linear(STORED.astype(np.float64), 1000, 2000), atol=1e-6)
+    assert meta["inverted"] is True and meta["photometric"] == "MONOCHROME1"
+    assert values[0, 0] == 1.0  # the lowest stored value is the brightest
+
+
+def test_monochrome1_without_window_is_mirrored_in_its_value_range(tmp_path: Path) -> None:
+    ds = make_image(photometric="MONOCHROME1", modality="CR")
+    values, meta = read_dicom(save(ds, tmp_path / "cr.dcm"))
+    np.testing.assert_array_equal(values, 4095.0 - STORED)
+    assert meta["presentation_ready"] is False and meta["inverted"] is True and meta["window"] is None
+
+
+def test_presentation_lut_shape_inverse_on_monochrome2_inverts(tmp_path: Path) -> None:
+    ds = make_image(WindowCenter=1000, WindowWidth=2000, PresentationLUTShape="INVERSE")
+    values, meta = read_dicom(save(ds, tmp_path / "inverse.dcm"))
+    np.testing.assert_allclose(values, 1.0 - linear(STORED.astype(np.float64), 1000, 2000), atol=1e-6)
+    assert meta["inverted"] is True
+
+
+def test_signed_ct_gives_hounsfield_units_and_ignores_the_window(tmp_path: Path) -> None:
+    stored = np.array([[-2000, -1024, 0], [24, 1000, 2047]], dtype=np.int16)
+    ds = make_image(stored, modality="CT", sop_class=CT_CLASS, signed=True, RescaleSlope=1, RescaleIntercept=-1024,
+                    WindowCenter=40, WindowWidth=400, PixelSpacing=[0.5, 0.7])
+    values, meta = read_dicom(save(ds, tmp_path / "ct.dcm"))
+    np.testing.assert_array_equal(values, stored.astype(np.float32) - 1024)
+    assert meta["presentation_ready"] is False and meta["window"] is None
+    assert meta["spacing"] == (0.5, 0.7) and meta["spacing_source"] == "PixelSpacing"
+
+
+def test_bits_stored_below_bits_allocated_masks_unused_high_bits(tmp_path: Path) -> None:
+    ds = make_image(modality="OT")
+    ds.PixelData = (STORED | 0xF000).astype(np.uint16).tobytes()  # garbage above bit 11
+    values, _ = read_dicom(save(ds, tmp_path / "garbage_bits.dcm"))
+    np.testing.assert_array_equal(values, STORED.astype(np.float32))
+
+
+def test_signed_12_bit_values_are_sign_extended(tmp_path: Path) -> None:
+    stored = np.array([[-2048, -1, 0, 2047]], dtype=np.int16)
+    ds = make_image(stored, modality="CT", sop_class=CT_CLASS, signed=True)
+    ds.PixelData = (stored.astype(np.int32) & 0x0FFF).astype(np.uint16).tobytes()  # 12-bit two's complement
+    values, _ = read_dicom(save(ds, tmp_path / "signed12.dcm"))
+    np.testing.assert_array_equal(values, stored.astype(np.float32))
+
+
+def test_big_endian_file(tmp_path: Path) -> None:
+    ds = make_image(modality="CT", sop_class=CT_CLASS, RescaleSlope=1, RescaleIntercept=-1000)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    ds.PixelData = STORED.astype(">u2").tobytes()
+    path = tmp_path / "big.dcm"
+    pydicom.dcmwrite(path, ds, enforce_file_format=True, little_endian=False, implicit_vr=False)
+    assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == ExplicitVRBigEndian
+    values, meta = read_dicom(path)
+    np.testing.assert_array_equal(values, STORED.astype(np.float32) - 1000)
+    assert meta["transfer_syntax"] == ExplicitVRBigEndian
+
+
+def test_file_without_preamble_or_file_meta(tmp_path: Path) -> None:
+    ds = make_image(WindowCenter=1000, WindowWidth=2000)
+    del ds.file_meta
+    stream = DicomBytesIO()
+    stream.is_little_endian, stream.is_implicit_VR = True, True
+    write_dataset(stream, ds)
+    path = tmp_path / "bare"
+    path.write_bytes(stream.getvalue())
+    assert path.read_bytes()[128:132] != b"DICM"
+    values, meta = read_image(path)
+    np.testing.assert_allclose(values, linear(STORED.astype(np.float64), 1000, 2000), atol=1e-6)
+    assert meta["transfer_syntax"] == "1.2.840.10008.1.2"
+
+
+def test_voi_lut_sequence_is_preferred_to_the_window(tmp_path: Path) -> None:
+    lut = (np.sqrt(np.arange(4096) / 4095.0) * 65535).astype(np.uint16)
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 16]
+    item.LUTData = lut.tolist()
+    ds = make_image(VOILUTSequence=[item], WindowCenter=10, WindowWidth=10)
+    ds.VOILUTSequence[0]["LUTData"].VR = "US"
+    values, meta = read_dicom(save(ds, tmp_path / "voilut.dcm"))
+    np.testing.assert_allclose(values, lut[STORED] / 65535.0, atol=1e-6)
+    assert meta["presentation_ready"] is True and meta["voi"] == "VOILUTSequence"
+
+
+def test_modality_lut_sequence(tmp_path: Path) -> None:
+    table = ((4095 - np.arange(4096)) * 3).astype(np.uint16)  # a decreasing modality LUT
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 16]  # PS3.3 C.11.1.1.1: 8 or 16 bits per entry
+    item.ModalityLUTType = "US"
+    item.LUTData = table.tolist()
+    ds = make_image(modality="OT", ModalityLUTSequence=[item])
+    ds.ModalityLUTSequence[0]["LUTData"].VR = "US"
+    values, _ = read_dicom(save(ds, tmp_path / "modlut.dcm"))
+    np.testing.assert_array_equal(values, table[STORED].astype(np.float32))
+
+
+def test_rgb_becomes_bt601_grey(tmp_path: Path) -> None:
+    rgb = np.array([[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [255, 255, 255]]], dtype=np.uint8)
+    ds = make_image(modality="OT")
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.Rows, ds.Columns = 2, 2
+    ds.PixelData = rgb.tobytes()
+    values, meta = read_dicom(save(ds, tmp_path / "rgb.dcm"))
+    np.testing.assert_allclose(values, [[0.299, 0.587], [0.114, 1.0]], atol=1e-6)
+    assert meta["presentation_ready"] is True
+
+
+def test_multiframe_projection_gives_the_first_frame(tmp_path: Path) -> None:
+    frames = np.stack([STORED, 4095 - STORED, STORED // 2])
+    ds = make_image(frames, modality="XA", NumberOfFrames=3)
+    values, meta = read_dicom(save(ds, tmp_path / "xa.dcm"))
+    np.testing.assert_array_equal(values, STORED.astype(np.float32))
+    assert meta["frame_rule"] == "first_frame" and meta["num_frames"] == 3
+
+
+def _plane(position: list[float]) -> Dataset:
+    item, inner = Dataset(), Dataset()
+    inner.ImagePositionPatient = position
+    item.PlanePositionSequence = [inner]
+    return item
+
+
+def test_enhanced_ct_frames_become_a_sorted_volume(tmp_path: Path) -> None:
+    z_of_frame = [10.0, 0.0, 5.0, 15.0]  # stored out of order
+    frames = np.stack([np.full((3, 4), z, dtype=np.int16) for z in z_of_frame])
+    ds = make_image(frames, modality="CT", sop_class=ENHANCED_CT_CLASS, signed=True, NumberOfFrames=4)
+    shared = Dataset()
+    orientation, measures, rescale = Dataset(), Dataset(), Dataset()
+    orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    measures.PixelSpacing, measures.SliceThickness = [0.8, 0.6], 5
+    rescale.RescaleSlope, rescale.RescaleIntercept, rescale.RescaleType = 1, -1000, "HU"
+    shared.PlaneOrientationSequence = [orientation]
+    shared.PixelMeasuresSequence = [measures]
+    shared.PixelValueTransformationSequence = [rescale]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    ds.PerFrameFunctionalGroupsSequence = [_plane([0.0, 0.0, z]) for z in z_of_frame]
+    values, meta = read_dicom(save(ds, tmp_path / "enhanced.dcm"))
+    assert values.shape == (4, 3, 4) and meta["frame_rule"] == "volume"
+    np.testing.assert_array_equal(values[:, 0, 0], np.array([0, 5, 10, 15], dtype=np.float32) - 1000)
+    assert meta["spacing"] == pytest.approx((5.0, 0.8, 0.6))
+    np.testing.assert_allclose(meta["affine"][:3, 0], [0, 0, 5])
+
+
+def test_undecodable_transfer_syntax_is_named(tmp_path: Path) -> None:
+    ds = make_image()
+    ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.4.100")  # MPEG2: no decoder exists
+    ds.PixelData = encapsulate([b"\x00" * 64])
+    ds["PixelData"].VR = "OB"
+    with pytest.raises(ImageReadError) as err:
+        read_dicom(save(ds, tmp_path / "mpeg2.dcm"))
+    assert err.value.reason is ReadFailure.UNDECODABLE and "MPEG2" in err.value.detail
+
+
+@pytest.mark.parametrize(
+    ("stream", "reasons"),
+    [
+        (b"\xff\xd8\xff\xe0" + b"\x13" * 200, {ReadFailure.TRUNCATED, ReadFailure.UNDECODABLE}),  # stops mid-stream
+        (b"\xff\xd8\xff\xdb\x00\x02\xff\xd9", {ReadFailure.UNDECODABLE}),  # complete but no image in it
+    ],
+)
+def test_corrupt_jpeg_stream_names_the_transfer_syntax(tmp_path: Path, stream: bytes, reasons: set) -> None:
+    ds = make_image()
+    ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.4.50")
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelData = encapsulate([stream])
+    ds["PixelData"].VR = "OB"
+    with pytest.raises(ImageReadError) as err:
+        read_dicom(save(ds, tmp_path / "badjpeg.dcm"))
+    assert err.value.reason in reasons and "JPEG Baseline" in err.value.detail
+
+
+def test_truncated_native_pixel_data(tmp_path: Path) -> None:
+    ds = make_image()
+    ds.PixelData = ds.PixelData[:-4]
+    with pytest.raises(ImageReadError) as err:
+        read_dicom(save(ds, tmp_path / "short.dcm"))
+    assert err.value.reason is ReadFailure.TRUNCATED
+    assert "short.dcm" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("tags", "reason"),
+    [
+        ({"Rows": 60000, "Columns": 60000}, ReadFailure.UNSUPPORTED_GEOMETRY),
+        ({"Rows": 0}, ReadFailure.UNSUPPORTED_GEOMETRY),
+        ({"BitsAllocated": 0}, ReadFailure.INVALID_VALUE),
+        ({"BitsStored": 17}, ReadFailure.INVALID_VALUE),
+        ({"SamplesPerPixel": 2}, ReadFailure.INVALID_VALUE),
+        ({"PixelRepresentation": 5}, ReadFailure.INVALID_VALUE),
+        ({"PhotometricInterpretation": "CMYK"}, ReadFailure.INVALID_VALUE),
+        ({"NumberOfFrames": 1_000_000_000}, ReadFailure.TRUNCATED),  # first frame read: header promises too much
+        ({"NumberOfFrames": 0}, ReadFailure.INVALID_VALUE),
+        ({"RescaleSlope": 0, "RescaleIntercept": 0}, ReadFailure.INVALID_VALUE),
+    ],
+)
+def test_hostile_header_values_are_refused_with_a_reason(tmp_path: Path, tags: dict, reason: ReadFailure) -> None:
+    ds = make_image(**tags)
+    with pytest.raises(ImageReadError) as err:
+        read_dicom(save(ds, tmp_path / "hostile.dcm"))
+    assert err.value.reason is reason, err.value
+
+
+def test_huge_enhanced_volume_is_refused_before_allocation(tmp_path: Path) -> None:
+    ds = make_image(modality="CT", sop_class=ENHANCED_CT_CLASS, NumberOfFrames=100_000, Rows=2048, Columns=2048)
+    with pytest.raises(ImageReadError) as err:
+        read_dicom(save(ds, tmp_path / "huge.dcm"))
+    assert err.value.reason in (ReadFailure.UNSUPPORTED_GEOMETRY, ReadFailure.TRUNCATED)
+
+
+def test_invalid_window_is_ignored_not_fatal(tmp_path: Path) -> None:
+    ds = make_image(WindowCenter=100, WindowWidth=0)
+    values, meta = read_dicom(save(ds, tmp_path / "nowindow.dcm"))
+    np.testing.assert_array_equal(values, STORED.astype(np.float32))
+    assert meta["presentation_ready"] is False and meta["window"] is None
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"hello, this is a text file\n" * 20, ReadFailure.NOT_DICOM),
+        (bytes(range(256)) * 4, ReadFailure.NOT_DICOM),
+        (b"\x00" * 128 + b"DICM" + b"\xff" * 300, None),  # preamble, then garbage: any of our reasons
+    ],
+)
+def test_non_dicom_content_is_rejected(tmp_path: Path, content: bytes, reason: ReadFailure | None) -> None:
+    path = tmp_path / "input.dcm"
+    path.write_bytes(content)
+    with pytest.raises(ImageReadError) as err:
+        read_image(path)
+    if reason is not None:
+        assert err.value.reason is reason
+
+
+def test_missing_file_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(ImageReadError) as err:
+        read_image(tmp_path / "absent.dcm")
+    assert err.value.reason is ReadFailure.NOT_FOUND and "absent.dcm" in str(err.value)
+
+
+def test_non_image_objects(tmp_path: Path) -> None:
+    sr = make_image(modality="SR", sop_class="1.2.840.10008.5.1.4.1.1.88.33")
+    del sr.PixelData
+    no_pixels = make_image(modality="CT", sop_class=CT_CLASS)
+    del no_pixels.PixelData
+    for ds, name, reason in ((sr, "sr.dcm", ReadFailure.NOT_AN_IMAGE), (no_pixels, "ct.dcm", ReadFailure.NO_PIXEL_DATA)):
+        with pytest.raises(ImageReadError) as err:
+            read_dicom(save(ds, tmp_path / name))
+        assert err.value.reason is reason
+    headers = {Path(e["path"]).name: e for e in scan_dicom_headers(tmp_path)}
+    assert headers["sr.dcm"]["reason"] == "not_an_image" and headers["ct.dcm"]["reason"] == "no_pixel_data"
+
+
+def test_keyboard_interrupt_is_not_swallowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import monai_fracture.io.dicom_pixels as dicom_pixels
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dicom_pixels, "pixel_array", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        read_dicom(save(make_image(), tmp_path / "dx.dcm"))
+    monkeypatch.setattr(dicom_pixels, "pixel_array", lambda *a, **k: (_ for _ in ()).throw(MemoryError()))
+    with pytest.raises(MemoryError):
+        read_dicom(save(make_image(), tmp_path / "dx2.dcm"))
+
+
+def test_2048_square_dx_reads_in_tens_of_milliseconds(tmp_path: Path) -> None:
+    import time
+
+    rng = np.random.default_rng(0)
+    stored = rng.integers(0, 4096, size=(2048, 2048), dtype=np.uint16)
+    path = save(make_image(stored, photometric="MONOCHROME1", WindowCenter=2048, WindowWidth=4096), tmp_path / "big.dcm")
+    read_dicom(path)
+    timings = []
+    for _ in range(5):
+        start = time.perf_counter()
+        values, _ = read_dicom(path)
+        timings.append(time.perf_counter() - start)
+    assert values.dtype == np.float32
+    assert min(timings) < 0.1, f"best of 5: {min(timings) * 1000:.1f} ms"
+    assert not math.isnan(float(values.mean()))
+
+
+def test_window_outside_the_data_range_is_not_applied(tmp_path: Path) -> None:
+    """A real DX in the corpus has such a window; applying it would give a blank image."""
+    ds = make_image(WindowCenter=20000, WindowWidth=1000, RescaleSlope=1, RescaleIntercept=0)
+    values, meta = read_dicom(save(ds, tmp_path / "offwindow.dcm"))
+    np.testing.assert_array_equal(values, STORED.astype(np.float32))
+    assert meta["presentation_ready"] is False and meta["window"] is None
+    assert meta["window_ignored"] == (20000.0, 1000.0)
