@@ -126,3 +126,21 @@ def test_load_fracture_imaged_has_no_silent_fallback(dicom_corpus: Path) -> None
     assert tuple(image.shape) == (1, 169, 211) and image.meta["inverted"] is True
     with pytest.raises(ImageReadError):
         load({"image": seg})
+
+
+def test_mixed_inputs_collate_into_one_batch(dicom_corpus: Path) -> None:
+    """DX (window, no geometry), CT (geometry, no window) and colour SC share one batch's metadata."""
+    from monai.data import DataLoader, Dataset
+    from monai.transforms import Compose, Resized
+
+    from monai_fracture.io import LoadFractureImaged
+
+    files = [DX_MONOCHROME1, "pydicom_test_files/CT_small.dcm", "pydicom_test_files/SC_rgb_jpeg_dcmtk.dcm"]
+    transform = Compose([LoadFractureImaged(keys="image", ensure_channel_first=True), Resized(keys="image", spatial_size=(32, 32))])
+    batch = next(iter(DataLoader(Dataset([{"image": str(dicom_corpus / f)} for f in files], transform), batch_size=3)))
+    meta = batch["image"].meta
+    assert tuple(batch["image"].shape) == (3, 1, 32, 32)
+    assert list(meta["modality"]) == ["DX", "CT", "OT"]
+    assert meta["window"][0].tolist() == [128.0, 256.0] and bool(meta["window"][1].isnan().all())
+    assert meta["image_orientation"][1].tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    assert [bool(v) for v in meta["inverted"]] == [True, False, False]

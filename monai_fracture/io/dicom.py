@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from tqdm.auto import tqdm
 
 from .dicom_geometry import plane_affine, sort_stack
-from .dicom_header import check_is_image, empty_meta, expand_paths, header_meta, parse_dicom, pixel_spacing, plane_geometry
+from .dicom_header import check_is_image, empty_meta, expand_paths, header_meta, parse_dicom, plane_geometry
 from .dicom_pixels import PixelLayout, decode_frames, grey_intensity, is_plugin_panic, validate_layout
 from .errors import ImageReadError, ReadFailure
 from .sniff import detect_format, read_head

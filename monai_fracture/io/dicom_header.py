@@ -52,9 +52,23 @@ META_KEYS = (
 )
 
 
+#: Further keys, also always present (None when not applicable): how values and geometry were found.
+EXTRA_KEYS = (
+    "spacing_source",  # PixelSpacing / ImagerPixelSpacing / ... : the tag the spacing came from
+    "transfer_syntax",  # DICOM transfer syntax UID
+    "image_orientation", "image_position",  # Image Orientation/Position (Patient), first slice
+    "instance_number", "frame_of_reference_uid", "slice_thickness",
+    "voi",  # LINEAR / LINEAR_EXACT / SIGMOID / VOILUTSequence: the VOI step applied
+    "window_ignored",  # (center, width) of a window not applied because it misses the data
+    "value_range",  # (low, high) of the returned values' nominal range
+    "affine", "space",  # 4x4 index -> patient mm, and "LPS"/"RAS" (None: no patient geometry)
+    "sop_uids", "filenames",  # series: per slice, in volume order
+)
+
+
 def empty_meta(path: str | Path | None, fmt: str) -> dict[str, Any]:
-    """The metadata dict with every contract key present."""
-    meta: dict[str, Any] = dict.fromkeys(META_KEYS)
+    """The metadata dict with every contract key (and every extra key) present."""
+    meta: dict[str, Any] = dict.fromkeys(META_KEYS + EXTRA_KEYS)
     meta.update(filename=str(path) if path is not None else None, format=fmt,
                 presentation_ready=False, inverted=False, num_frames=1)
     return meta

@@ -8,7 +8,6 @@ so that high = bright). Colour images become grey (ITU-R BT.601 luma) scaled to 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -300,7 +299,7 @@ def grey_intensity(stored: np.ndarray, ds: Dataset, layout: PixelLayout, modalit
         window = _window(ds, frame)
         if depth is not None:
             try:
-                looked_up = apply_voi(np.rint(values).astype(np.int64), ds)
+                looked_up = apply_voi(np.rint(values).astype(np.int32), ds)
                 values = looked_up.astype(np.float32)
                 values *= np.float32(1.0 / (2.0**depth - 1))
                 info.update(presentation_ready=True, window=None, voi="VOILUTSequence")

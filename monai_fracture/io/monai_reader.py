@@ -21,10 +21,41 @@ from monai.utils.enums import PostFix
 DEFAULT_POST_FIX = PostFix.meta()
 
 from .api import read_image
+from .dicom_header import EXTRA_KEYS, META_KEYS
 from .sniff import DICOM_SUFFIXES, JPEG_SUFFIXES, NIFTI_SUFFIXES, PNG_SUFFIXES, is_dicom_file
 
 _SUFFIXES = DICOM_SUFFIXES + NIFTI_SUFFIXES + PNG_SUFFIXES + JPEG_SUFFIXES
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+#: Our keys with fixed-length numeric values: NaN-filled when unknown, so that batches collate.
+_VECTOR_KEYS = {"window": 2, "window_ignored": 2, "value_range": 2, "image_orientation": 6, "image_position": 3}
+_NUMBER_KEYS = ("bits_stored", "num_frames", "instance_number", "slice_thickness")
+_TEXT_LIST_KEYS = ("sop_uids", "filenames")
+
+
+def collatable(ours: dict[str, Any]) -> dict[str, Any]:
+    """Our metadata in a form every item of a batch shares: same keys, same types per key.
+
+    Unknown text becomes ``"none"`` (as in MONAI's readers), unknown numbers NaN, tuples fixed-length
+    float arrays, per-slice lists one backslash-joined string (the DICOM multi-value separator).
+    """
+    meta: dict[str, Any] = {}
+    for key in META_KEYS + EXTRA_KEYS:
+        value = ours.get(key)
+        if key in ("affine", "space", "spacing"):
+            continue  # MONAI's own keys, set by get_data
+        if key in _VECTOR_KEYS:
+            meta[key] = np.full(_VECTOR_KEYS[key], np.nan) if value is None else np.asarray(value, dtype=np.float64)
+        elif key in _NUMBER_KEYS:
+            meta[key] = float("nan") if value is None else float(value)
+        elif key in _TEXT_LIST_KEYS:
+            meta[key] = "\\".join(str(v) for v in value) if value else str(TraceKeys.NONE)
+        elif isinstance(value, bool):
+            meta[key] = value
+        else:
+            meta[key] = str(TraceKeys.NONE) if value is None else str(value)
+    return meta
 
 
 class FractureImageReader(ImageReader):
@@ -59,11 +90,7 @@ class FractureImageReader(ImageReader):
     def get_data(self, img: tuple[np.ndarray, dict[str, Any]]) -> tuple[np.ndarray, dict[str, Any]]:
         """Array plus MONAI metadata (affine, spacing, spatial_shape, no channel) and our keys."""
         array, ours = img
-        meta: dict[str, Any] = {}
-        for key, value in ours.items():
-            if key in ("affine", "space"):
-                continue
-            meta[key] = str(TraceKeys.NONE) if value is None else value  # None does not collate
+        meta = collatable(ours)
         affine = np.asarray(ours.get("affine") if ours.get("affine") is not None else np.eye(4), dtype=np.float64)
         space = ours.get("space")
         if space == "LPS" and self.affine_lps_to_ras:

@@ -7,11 +7,12 @@ headers into DICOM objects a PACS files into the source study.
 from monai_fracture.reports.evidence import EvidenceError, clean_source_header, clean_study_headers
 from monai_fracture.reports.files import atomic_write_bytes, atomic_write_dataset, derived_uid, stable_hash
 from monai_fracture.reports.keyimage import build_heatmap_sc, build_key_object_selection, overlay_rgb
-from monai_fracture.reports.results import Heatmap, ImageResult, ModelIdentity
+from monai_fracture.reports.results import AlgorithmIdentity, Heatmap, ImageResult, ModelIdentity
 from monai_fracture.reports.sr import build_fracture_sr
-from monai_fracture.reports.study import write_heatmap_output, write_study_outputs
+from monai_fracture.reports.study import write_heatmap_output, write_study_outputs, write_study_outputs_from_files
 
 __all__ = [
+    "AlgorithmIdentity",
     "EvidenceError",
     "Heatmap",
     "ImageResult",
@@ -28,4 +29,5 @@ __all__ = [
     "stable_hash",
     "write_heatmap_output",
     "write_study_outputs",
+    "write_study_outputs_from_files",
 ]

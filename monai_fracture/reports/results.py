@@ -41,3 +41,15 @@ class ModelIdentity(Protocol):
 
     name: str
     version: str
+
+
+@dataclass(frozen=True)
+class AlgorithmIdentity:
+    """Name and version of a model: a small, picklable stand-in for ``ModelInfo`` (report workers)."""
+
+    name: str
+    version: str
+
+    @classmethod
+    def of(cls, model_info: ModelIdentity) -> AlgorithmIdentity:
+        return cls(str(model_info.name), str(model_info.version))

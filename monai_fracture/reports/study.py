@@ -88,6 +88,20 @@ def write_study_outputs(
     return written
 
 
+def write_study_outputs_from_files(
+    paths: Sequence[str | os.PathLike],
+    results: Sequence[ImageResult],
+    model_info: ModelIdentity,
+    out_dir: str | os.PathLike,
+) -> list[Path]:
+    """``write_study_outputs`` with the sources given as file paths (headers are read here, no pixels),
+    so the work can run in another process and the caller never holds the datasets."""
+    import pydicom
+
+    headers = [pydicom.dcmread(os.fspath(p), stop_before_pixels=True, force=True) for p in paths]
+    return write_study_outputs(headers, results, model_info, out_dir)
+
+
 def write_heatmap_output(
     source: Dataset,
     heatmap: Heatmap,

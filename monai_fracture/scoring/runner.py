@@ -12,12 +12,14 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import multiprocessing
 import os
 import platform
+import signal
 import sys
 import time
 from collections import defaultdict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +29,14 @@ import numpy as np
 import torch
 
 from monai_fracture.io.dicom_header import parse_dicom
-from monai_fracture.reports import Heatmap, ImageResult, stable_hash, write_heatmap_output, write_study_outputs
+from monai_fracture.reports import (
+    AlgorithmIdentity,
+    Heatmap,
+    ImageResult,
+    stable_hash,
+    write_heatmap_output,
+    write_study_outputs_from_files,
+)
 from monai_fracture.reports.files import atomic_write_bytes, remove_stale_temporaries
 from monai_fracture.scoring.catalog import Catalog, FileRecord, WorkItem, build_catalog, reason_text, walk_inputs
 from monai_fracture.scoring.classifier import MODEL_HELP, Classifier, default_model_path
@@ -86,6 +95,32 @@ class _StudyState:
     results: list[ImageResult] = field(default_factory=list)
     source_paths: list[str] = field(default_factory=list)
     heatmaps: int = 0
+
+
+def default_report_workers() -> int:
+    """Processes that build SR/KOS: one per four cores, 1 to 4."""
+    return max(1, min(4, (os.cpu_count() or 1) // 4))
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C reaches the whole process group; report workers finish the study they are writing
+    # and the main process decides what to do.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _report_pool(workers: int):
+    """Forked worker processes where fork exists (cheap start, modules already loaded), else threads."""
+    if "fork" in multiprocessing.get_all_start_methods():
+        return ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("fork"), initializer=_ignore_sigint
+        )
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reports")
+
+
+def _report_job(paths: list[str], results: list[ImageResult], identity: AlgorithmIdentity, dicom_dir: Path):
+    started = time.perf_counter()
+    written = write_study_outputs_from_files(paths, results, identity, dicom_dir)
+    return written, time.perf_counter() - started
 
 
 def _now() -> str:
@@ -149,6 +184,7 @@ class _Run:
         shard: Shard | None,
         progress: bool,
         command: Sequence[str] | None,
+        report_workers: int | None = None,
     ) -> None:
         self.inputs = [os.fspath(p) for p in inputs]
         self.out_dir = out_dir
@@ -168,7 +204,8 @@ class _Run:
         self.studies: dict[tuple[str, str], _StudyState] = {}
         self.scored_this_run = 0
         self.state = JournalState()
-        self.report_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reports")
+        self.report_workers = report_workers if report_workers is not None else default_report_workers()
+        self.report_pool = _report_pool(self.report_workers)
         self.report_jobs: list[tuple[tuple[str, str], Future]] = []
 
     # -- identity of the run ---------------------------------------------------------------
@@ -251,23 +288,16 @@ class _Run:
             self._write_study(key, study)
 
     def _write_study(self, key: tuple[str, str], study: _StudyState) -> None:
-        """Hand the study's SR/KOS to the writer thread (highdicom is pure Python and slow enough
-        to matter; the model releases the GIL while it computes, so the two overlap)."""
+        """Hand the study's SR/KOS to a report worker: building them with highdicom is pure Python
+        (tens of ms per study), so done inline it would cap the whole run."""
         journal_key = self._journal_key(key)
         results, paths = list(study.results), list(study.source_paths)
         study.results.clear()
         study.source_paths.clear()
         if not self.write_dicom or not results or journal_key in self.state.studies_done:
             return
-        info = self.classifier(key[0]).info
-        dicom_dir = self.dicom_dir
-
-        def job() -> tuple[list[Path], float]:
-            started = time.perf_counter()
-            headers = [parse_dicom(path, header_only=True) for path in paths]
-            return write_study_outputs(headers, results, info, dicom_dir), time.perf_counter() - started
-
-        self.report_jobs.append((key, self.report_pool.submit(job)))
+        identity = AlgorithmIdentity.of(self.classifier(key[0]).info)
+        self.report_jobs.append((key, self.report_pool.submit(_report_job, paths, results, identity, self.dicom_dir)))
         self._collect_reports(block=False)
 
     def _collect_reports(self, block: bool) -> None:
@@ -356,6 +386,10 @@ class _Run:
         from tqdm.auto import tqdm
 
         total_files = sum(len(i.paths) for i in pending)
+        threads = torch.get_num_threads()
+        if self.workers > 0 and self.xr.device.type == "cpu":
+            # decode workers and report writers need cores too: do not oversubscribe
+            torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - self.workers - self.report_workers)))
         bar = tqdm(total=total_files, desc="scoring", unit="img", disable=not self.progress, dynamic_ncols=True)
         started = time.perf_counter()
         try:
@@ -377,6 +411,8 @@ class _Run:
         finally:
             bar.close()
             self.timings["score_s"] = time.perf_counter() - started
+            self.model_threads = torch.get_num_threads()
+            torch.set_num_threads(threads)
 
     def _score_batch(self, batch: list[dict[str, Any]], items: list[WorkItem], classifier: Classifier) -> None:
         good = [s for s in batch if s["image"] is not None]
@@ -457,6 +493,8 @@ class _Run:
                 "device": str(self.xr.device),
                 "heatmaps": self.heatmaps,
                 "write_dicom": self.write_dicom,
+                "report_workers": self.report_workers,
+                "torch_threads": getattr(self, "model_threads", torch.get_num_threads()),
             },
             "dicom_outputs": sum(len(v) for v in self.dicom_outputs.values()),
             "dicom_output_errors": self.dicom_errors,
@@ -511,13 +549,15 @@ def score_paths(
     shard: str | Shard | tuple[int, int] | None = None,
     progress: bool | None = None,
     command: Sequence[str] | None = None,
+    report_workers: int | None = None,
 ) -> ScoreSummary:
     """Score every file under ``inputs`` into ``out_dir`` (see docs/scoring.md).
 
     ``model`` / ``ct_model``: a ``LoadedModel``, a ``Classifier`` or a path (bundle folder,
     model folder, model file); ``model`` defaults to the bundle's ``models/``. ``threshold``
     overrides the models' stored thresholds. ``shard`` ``"i/n"`` scores one part (by study);
-    under torchrun the rank is used. KeyboardInterrupt ends the run cleanly with
+    under torchrun the rank is used. ``report_workers`` processes build the SR/KOS (default: one
+    per four cores, 1 to 4). KeyboardInterrupt ends the run cleanly with
     ``interrupted=True`` / exit code 130; rerunning with the same ``out_dir`` resumes.
     """
     t0 = time.perf_counter()
@@ -536,7 +576,7 @@ def score_paths(
     run = _Run(
         inputs, out_dir, xr, ct,
         batch_size=batch_size, workers=workers, heatmaps=heatmaps, write_dicom=write_dicom,
-        shard=shard, progress=show, command=command,
+        shard=shard, progress=show, command=command, report_workers=report_workers,
     )
     interrupted = False
     owned: list[str] = []
