@@ -77,7 +77,7 @@ def test_series_folder_and_list_read_as_a_volume(dicom_corpus: Path) -> None:
     np.testing.assert_array_equal(from_folder.numpy(), from_list.numpy())
     np.testing.assert_allclose(from_folder.pixdim.numpy(), [1.0, 0.810547, 0.810547], rtol=1e-5)
     # RAS affine: LPS x and y flipped, origin is the first slice's Image Position (Patient)
-    first = pydicom.dcmread(from_folder.meta["filenames"][0])
+    first = pydicom.dcmread(from_folder.meta["filenames"].split("\\")[0])  # per-slice list, joined for collation
     np.testing.assert_allclose(from_folder.affine[:3, 3].numpy(), np.asarray(first.ImagePositionPatient, float) * [-1, -1, 1], atol=1e-4)
 
 
@@ -144,3 +144,17 @@ def test_mixed_inputs_collate_into_one_batch(dicom_corpus: Path) -> None:
     assert meta["window"][0].tolist() == [128.0, 256.0] and bool(meta["window"][1].isnan().all())
     assert meta["image_orientation"][1].tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
     assert [bool(v) for v in meta["inverted"]] == [True, False, False]
+
+
+def test_bundle_json_example_in_the_docs_runs(dicom_corpus: Path) -> None:
+    import json
+
+    from monai.bundle import ConfigParser
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "reading.md").read_text()
+    block = text.split("```json\n", 1)[1].split("```", 1)[0]
+    parser = ConfigParser(json.loads(block))
+    image = parser.get_parsed_content("preprocessing")({"image": str(dicom_corpus / DX_MONOCHROME1)})["image"]
+    assert tuple(image.shape) == (1, 169, 211)
+    plain = parser.get_parsed_content("load_with_monai_loader")({"image": str(dicom_corpus / DX_MONOCHROME1)})["image"]
+    np.testing.assert_array_equal(plain.numpy(), image[0].numpy())

@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from tqdm.auto import tqdm
 
 from .dicom_geometry import plane_affine, sort_stack
-from .dicom_header import check_is_image, empty_meta, expand_paths, header_meta, parse_dicom, plane_geometry
+from .dicom_header import check_is_image, empty_meta, expand_paths, header_meta, parse_dicom, parse_dicom_header, plane_geometry
 from .dicom_pixels import PixelLayout, decode_frames, grey_intensity, is_plugin_panic, validate_layout
 from .errors import ImageReadError, ReadFailure
 from .sniff import detect_format, read_head
@@ -125,15 +125,16 @@ def read_dicom_series(paths: PathLike | Iterable[PathLike]) -> tuple[np.ndarray,
     files = [f for f in expand_paths(paths, dicom_only=True) if f.name.upper() != "DICOMDIR"]
     label: object = paths if isinstance(paths, (str, Path)) else (files[0] if files else "<empty series>")
     if not files:
-        raise ImageReadError(label, ReadFailure.NOT_FOUND, "no files in the series")
+        raise ImageReadError(label, ReadFailure.NOT_FOUND, "no DICOM files found")
     if len(files) == 1:
         values, meta = read_dicom(files[0])
-        if values.ndim == 2:
+        if values.ndim == 2:  # a one-slice "volume": the slice step is the slice thickness
+            step = meta["slice_thickness"] or 1.0
             values = values[None]
-            meta["spacing"] = (meta["slice_thickness"] or 1.0, *(meta["spacing"] or (1.0, 1.0)))
+            meta["spacing"] = (step, *(meta["spacing"] or (1.0, 1.0)))
             meta["frame_rule"] = "series"
-            if meta["affine"] is not None:
-                meta["affine"] = meta["affine"][:, [2, 0, 1, 3]]
+            meta["affine"] = meta["affine"][:, [2, 0, 1, 3]]
+            meta["affine"][:3, 0] *= step
         return values, meta
     parsed: list[tuple[Path, Dataset, PixelLayout, dict[str, Any]]] = []
     for path in files:
@@ -186,7 +187,7 @@ def read_dicom_series(paths: PathLike | Iterable[PathLike]) -> tuple[np.ndarray,
 def scan_dicom_headers(paths: PathLike | Iterable[PathLike], progress: bool | None = None) -> list[dict[str, Any]]:
     """One dict per file (folders walked): our metadata keys plus ``path``, ``error`` and ``reason``.
 
-    Cheap: pixel data is skipped (large values are deferred), yet NOT_DICOM / NOT_AN_IMAGE /
+    Cheap: headers only (``stop_before_pixels``), yet NOT_DICOM / NOT_AN_IMAGE /
     NO_PIXEL_DATA are already known. PNG/JPEG/NIfTI files are listed with their format and no UIDs.
     ``error`` is the ImageReadError the file would raise early, or None.
     """
@@ -201,10 +202,10 @@ def scan_dicom_headers(paths: PathLike | Iterable[PathLike], progress: bool | No
             if fmt != "dicom":
                 entry.update(empty_meta(path, fmt))
             else:
-                ds = parse_dicom(path, header_only=True)
+                ds, pixels_follow = parse_dicom_header(path)
                 with guard(path, "reading the header"):
                     entry.update(header_meta(ds, path))
-                    check_is_image(ds, path)
+                    check_is_image(ds, path, pixels_follow)
         except ImageReadError as exc:
             entry["error"], entry["reason"] = exc, exc.reason.value
         entry["path"] = str(path)

@@ -8,13 +8,14 @@ from __future__ import annotations
 import io
 import logging
 import math
+import struct
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from .errors import ImageReadError, ReadFailure
 from .sniff import has_dicom_preamble, looks_like_bare_dicom
@@ -89,12 +90,34 @@ def _fix_transfer_syntax(ds: Dataset) -> None:
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
 
 
-def parse_dicom(path: str | Path, data: bytes | None = None, *, header_only: bool = False) -> Dataset:
-    """Parse a DICOM stream (with or without preamble) after the cheap sanity check.
+_PIXEL_TAGS = {struct.pack(e + "HH", 0x7FE0, element) for e in "<>" for element in (0x0008, 0x0009, 0x0010)}
 
-    ``header_only`` defers large values so that a folder can be scanned without loading pixels,
-    while still telling whether pixel data is present.
+
+def parse_dicom_header(path: str | Path) -> tuple[Dataset, bool]:
+    """The header only (``stop_before_pixels``) and whether a pixel data element follows it.
+
+    pydicom leaves the file positioned at the pixel data tag it stopped before, so its presence
+    is known without reading a byte of pixels.
     """
+    follows = False
+
+    def read(fh: Any) -> Dataset:
+        nonlocal follows
+        ds = pydicom.dcmread(fh, force=True, stop_before_pixels=True)
+        # a deflated body cannot be peeked at: assume pixels, the full read will tell
+        follows = fh.read(4) in _PIXEL_TAGS or ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
+        return ds
+
+    ds = _parse(path, None, read)
+    return ds, follows
+
+
+def parse_dicom(path: str | Path, data: bytes | None = None) -> Dataset:
+    """Parse a whole DICOM stream (with or without preamble) after the cheap sanity check."""
+    return _parse(path, data, lambda source: pydicom.dcmread(source, force=True))
+
+
+def _parse(path: str | Path, data: bytes | None, reader: Any) -> Dataset:
     try:
         if data is None:
             with open(path, "rb") as fh:
@@ -108,9 +131,12 @@ def parse_dicom(path: str | Path, data: bytes | None = None, *, header_only: boo
     preamble = has_dicom_preamble(head)
     if not preamble and not looks_like_bare_dicom(head, size):
         raise ImageReadError(path, ReadFailure.NOT_DICOM, "no DICOM preamble and no plausible DICOM element at the start")
-    source: Any = io.BytesIO(data) if data is not None else str(path)
     try:
-        ds = pydicom.dcmread(source, force=not preamble, defer_size="64 KB" if header_only else None)
+        if data is not None:
+            ds = reader(io.BytesIO(data))
+        else:
+            with open(path, "rb") as fh:
+                ds = reader(fh)
         _fix_transfer_syntax(ds)
         n_elements = len(ds)  # touches the top level only
     except MemoryError:
@@ -209,12 +235,15 @@ def has_pixel_data(ds: Dataset) -> bool:
     return any(keyword in ds for keyword in PIXEL_DATA_KEYWORDS)
 
 
-def check_is_image(ds: Dataset, path: str | Path) -> None:
-    """Raise NOT_AN_IMAGE / NO_PIXEL_DATA for objects that hold no usable image."""
+def check_is_image(ds: Dataset, path: str | Path, pixels_follow: bool = False) -> None:
+    """Raise NOT_AN_IMAGE / NO_PIXEL_DATA for objects that hold no usable image.
+
+    ``pixels_follow``: a header-only read found a pixel data tag after the header.
+    """
     reason = non_image_reason(ds)
     if reason:
         raise ImageReadError(path, ReadFailure.NOT_AN_IMAGE, reason)
-    if not has_pixel_data(ds):
+    if not (pixels_follow or has_pixel_data(ds)):
         raise ImageReadError(path, ReadFailure.NO_PIXEL_DATA, "no (7FE0,0010) Pixel Data element")
 
 

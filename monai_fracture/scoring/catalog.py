@@ -14,16 +14,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from monai_fracture.io.dicom_header import check_is_image, header_meta, parse_dicom
-from monai_fracture.io.errors import ImageReadError, ReadFailure
-from monai_fracture.io.sniff import (
-    DICOM_SUFFIXES,
-    JPEG_SUFFIXES,
-    NIFTI_SUFFIXES,
-    PNG_SUFFIXES,
-    detect_format,
-    read_head,
-)
+from monai_fracture.io import ImageReadError, ReadFailure, scan_dicom_headers
+from monai_fracture.io.sniff import DICOM_SUFFIXES, JPEG_SUFFIXES, NIFTI_SUFFIXES, PNG_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
@@ -129,45 +121,38 @@ def _family_for_dicom(meta: dict) -> tuple[str | None, str]:
 
 
 def scan_file(path: str) -> FileRecord:
-    """Header-only look at one file; never raises for bad content."""
+    """Header-only look at one file (``monai_fracture.io.scan_dicom_headers``); never raises."""
     record = FileRecord(path=path)
     try:
-        head, size = read_head(path)
-        record.format = detect_format(path, head, size)
-    except ImageReadError as err:
-        if err.reason in (ReadFailure.NOT_DICOM,) and not _has_suffix(path, IMAGE_SUFFIXES):
-            record.status, record.reason = "skipped", NOT_AN_IMAGE_FILE
-        else:
-            record.status, record.reason = "failed", reason_text(err.reason, err.detail)
-        return record
-    if record.format == "dicom":
-        return _scan_dicom(record)
-    if record.format == "nifti":
-        return _scan_nifti(record)
-    record.family = "xr"  # PNG / JPEG: a radiograph exported as a picture
-    return record
-
-
-def _scan_dicom(record: FileRecord) -> FileRecord:
-    try:
-        ds = parse_dicom(record.path, header_only=True)
-        meta = header_meta(ds, record.path)
-        record.study_uid, record.series_uid, record.sop_uid = meta["study_uid"], meta["series_uid"], meta["sop_uid"]
-        check_is_image(ds, record.path)
-    except ImageReadError as err:
-        skip = err.reason in (ReadFailure.NOT_AN_IMAGE, ReadFailure.NO_PIXEL_DATA)
-        record.status, record.reason = ("skipped" if skip else "failed"), reason_text(err.reason, err.detail)
-        return record
-    except Exception as err:  # a header so odd that pydicom fails while we read values
+        entry = scan_dicom_headers([path], progress=False)[0]
+    except Exception as err:  # a reader bug must not stop the walk; name it
         record.status, record.reason = "failed", reason_text(ReadFailure.INVALID_VALUE, f"{type(err).__name__}: {err}")
         return record
-    family, why = _family_for_dicom(meta)
+    record.format = entry.get("format")
+    record.study_uid, record.series_uid, record.sop_uid = entry.get("study_uid"), entry.get("series_uid"), entry.get("sop_uid")
+    error = entry.get("error")
+    if error is not None:
+        reason = error.reason if isinstance(error, ImageReadError) else ReadFailure.INVALID_VALUE
+        detail = error.detail if isinstance(error, ImageReadError) else str(error)
+        if reason == ReadFailure.NOT_DICOM and not _has_suffix(path, IMAGE_SUFFIXES):
+            record.status, record.reason = "skipped", NOT_AN_IMAGE_FILE
+        elif reason in (ReadFailure.NOT_AN_IMAGE, ReadFailure.NO_PIXEL_DATA):
+            record.status, record.reason = "skipped", reason_text(reason, detail)
+        else:
+            record.status, record.reason = "failed", reason_text(reason, detail)
+        return record
+    if record.format == "nifti":
+        return _scan_nifti(record)
+    if record.format != "dicom":
+        record.family = "xr"  # PNG / JPEG: a radiograph exported as a picture
+        return record
+    family, why = _family_for_dicom(entry)
     if family is None:
         record.status, record.reason = "skipped", why
         return record
     record.family = family
-    record.num_frames = meta.get("num_frames") or 1
-    position, orientation = meta.get("image_position"), meta.get("image_orientation")
+    record.num_frames = entry.get("num_frames") or 1
+    position, orientation = entry.get("image_position"), entry.get("image_orientation")
     if position is not None and orientation is not None:
         normal = (
             orientation[1] * orientation[5] - orientation[2] * orientation[4],

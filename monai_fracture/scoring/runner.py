@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
 import torch
 
-from monai_fracture.io.dicom_header import parse_dicom
 from monai_fracture.reports import (
     AlgorithmIdentity,
     Heatmap,
@@ -333,7 +333,7 @@ class _Run:
             study = self.studies[key]
             study.heatmaps += 1
             heatmap = Heatmap(str(item.sop_uids[0]), _display_image(array, meta), cam, probability)
-            header = parse_dicom(item.paths[0], header_only=True)
+            header = pydicom.dcmread(item.paths[0], stop_before_pixels=True, force=True)
             path = write_heatmap_output(header, heatmap, classifier.info, self.dicom_dir, instance_number=study.heatmaps)
             self.dicom_outputs[str(item.study_uid)].append(path)
         except Exception as err:
