@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 from monai.data import MetaTensor
+from monai.utils import convert_to_tensor
 from sklearn.model_selection import StratifiedGroupKFold
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -112,7 +113,8 @@ class CachedImages(Dataset):
         if self.augment is not None:
             image = torch.as_tensor(self.augment({"image": image})["image"])
         image = self.normalize(image.expand(3, -1, -1))
-        return torch.as_tensor(image).contiguous(), int(self.labels[index])
+        # plain tensors: a MetaTensor reaching the network routes every op through __torch_function__
+        return convert_to_tensor(image, track_meta=False).contiguous(), int(self.labels[index])
 
 
 # ---------------------------------------------------------------- training

@@ -198,3 +198,19 @@ def test_atomic_write_leaves_old_file_when_interrupted(tmp_path):
         atomic_write_bytes(target, chunks())
     assert target.read_bytes() == b"old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]
+
+
+def test_undeclared_non_ascii_names_get_a_character_set(study, tmp_path):
+    """Real files carry Latin-1/Cyrillic bytes without (0008,0005): the outputs declare a repertoire."""
+    source = pydicom.dcmread(study[0].filename)
+    if "SpecificCharacterSet" in source:
+        del source.SpecificCharacterSet
+    source.PatientName = "Åìåëüÿíîâà^Àíòîíèíà"
+    result = ImageResult((source.SOPInstanceUID,), 0.9, 0.5, source.SeriesInstanceUID)
+    paths = write_study_outputs([source], [result], MODEL, tmp_path)
+    for path in paths:
+        written = pydicom.dcmread(path)
+        assert written.SpecificCharacterSet == "ISO_IR 100"
+        assert str(written.PatientName) == "Åìåëüÿíîâà^Àíòîíèíà"
+        if have_dciodvfy():
+            assert dciodvfy_errors(path) == [], path

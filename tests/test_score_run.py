@@ -14,6 +14,7 @@ import pytest
 from monai_fracture.cli import main as cli_main
 from monai_fracture.scoring import COLUMNS, Classifier, score_paths
 from test_score_support import (
+    PROBABILITY_TOLERANCE,
     assert_same_results,
     add_bad_inputs,
     dciodvfy_errors,
@@ -190,7 +191,7 @@ def test_classifier_scores_in_memory_images_like_the_batch_run(setup, scored):
     files = image_files(folder)[:5]
     probabilities = classifier.score([read_image(p) for p in files], batch_size=2)
     expected = np.array([float(table.loc[str(p), "probability"]) for p in files])
-    np.testing.assert_allclose(probabilities, expected, atol=2e-6)
+    np.testing.assert_allclose(probabilities, expected, atol=PROBABILITY_TOLERANCE)
     assert (classifier.decide(probabilities) == (expected >= classifier.threshold)).all()
 
 

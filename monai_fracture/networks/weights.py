@@ -86,6 +86,8 @@ def b_weights_cache_path(name: str) -> Path:
 
 def _download_b_weights(name: str, progress: bool) -> dict[str, torch.Tensor]:
     cached = b_weights_cache_path(name)
+    if cached.is_file():  # offline path: no network involved, and a damaged file is named as such
+        return read_state_dict(cached)
     try:
         return torch.hub.load_state_dict_from_url(url_map[name], progress=progress, map_location="cpu",
                                                   weights_only=True)
@@ -192,7 +194,8 @@ def load_state_dict_into(net: nn.Module, state: dict[str, torch.Tensor], source:
     return report
 
 
-def load_pretrained(net: nn.Module, name: str, pretrained: bool | str | PathLike, progress: bool = False) -> WeightsReport:
+def load_pretrained(net: nn.Module, name: str, pretrained: bool | str | PathLike,
+                    progress: bool = False) -> WeightsReport:
     """Load ``pretrained`` (``True``/``"imagenet"`` or a file path) into ``net`` built as ``name``."""
     if pretrained is True or (isinstance(pretrained, str) and pretrained.lower() == "imagenet"):
         state, source = imagenet_state_dict(name, progress=progress)

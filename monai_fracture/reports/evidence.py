@@ -125,12 +125,32 @@ def clean_source_header(source: Dataset, study: Dataset | None = None) -> Datase
     return header
 
 
+def _declare_character_set(header: Dataset) -> None:
+    """Sources that carry non-ASCII text without declaring a character set are common (pydicom
+    then reads the bytes as Latin-1): declare the repertoire the text is in, so the derived object
+    is valid and the bytes of names and IDs stay the same."""
+    if header.get("SpecificCharacterSet"):
+        return
+    texts = [str(header.get(k, "")) for k in PATIENT_STUDY_KEYWORDS if k != "StudyInstanceUID"]
+    if all(t.isascii() for t in texts):
+        return
+    try:
+        for text in texts:
+            text.encode("latin-1")
+        header.SpecificCharacterSet = "ISO_IR 100"
+    except UnicodeEncodeError:
+        header.SpecificCharacterSet = "ISO_IR 192"
+
+
 def clean_study_headers(sources: Sequence[Dataset]) -> list[Dataset]:
     """Clean headers for all sources of one study, patient/study values from the first one."""
     if not sources:
         raise EvidenceError("no source instances")
     first = sources[0]
-    return [clean_source_header(source, first) for source in sources]
+    headers = [clean_source_header(source, first) for source in sources]
+    for header in headers:
+        _declare_character_set(header)
+    return headers
 
 
 def headers_by_sop_uid(headers: Iterable[Dataset]) -> dict[str, Dataset]:

@@ -398,7 +398,7 @@ class _Run:
                 if not items:
                     continue
                 classifier = self.classifier(family)
-                # forking decode workers while the writer thread is busy could copy a held lock
+                # fork decode workers while the report pool's manager thread is idle (no lock held)
                 self._collect_reports(block=self.workers > 0)
                 loader = make_loader(WorkItemDataset(items, classifier.preprocessing), self.batch_size, self.workers)
                 waited = time.perf_counter()

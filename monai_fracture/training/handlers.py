@@ -194,12 +194,16 @@ class _ProbabilityCollector(ABC):
     def _collect(self, engine: Engine) -> None:
         output = engine.state.output
         items = output if isinstance(output, list) else [output]
-        for item in items:
+        # The input path travels in the batch (MONAI's engine output holds only image, label, pred).
+        batch = engine.state.batch
+        batch_items = batch if isinstance(batch, list) and len(batch) == len(items) else [{}] * len(items)
+        for item, source in zip(items, batch_items):
             label = item.get(self.label_key)
             prob, lab = as_probability_and_label([item[self.pred_key]], [label if label is not None else -1])
             self.probs.append(float(prob[0]))
             self.labels.append(int(lab[0]))
-            self.filenames.append(_filename(item, self.image_key))
+            name = _filename(source, self.image_key) if isinstance(source, Mapping) and source else None
+            self.filenames.append(name or _filename(item, self.image_key))
 
     @abstractmethod
     def _completed(self, engine: Engine) -> None:

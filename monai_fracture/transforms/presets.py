@@ -25,8 +25,8 @@ from monai.transforms import (
     ScaleIntensityRanged,
 )
 
-from monai_fracture.transforms.loading import LoadFractureImaged
 from monai_fracture.transforms.intensity import CTWindowd, ImageNetNormalized, RadiographIntensityd
+from monai_fracture.transforms.loading import LoadFractureImaged
 from monai_fracture.transforms.spatial import ResizeWithPadToSquared
 
 MODALITIES = ("xr", "ct")
@@ -82,8 +82,9 @@ def build_preprocessing(
         steps.append(LoadFractureImaged(keys=keys, reader=reader))
         # Our reader returns (rows, cols) or (slices, rows, cols) without a channel axis.
         steps.append(EnsureChannelFirstd(keys=keys, channel_dim="no_channel" if own_reader else None))
-    # Resize first (area averaging commutes with the linear window, so this is exact up to the
-    # clipping at the window edges), window the small image, then pad with 0 = background.
+    # Resize first, window the small image, then pad with 0 = background. Area averaging commutes
+    # with a linear window, so this differs only at the clip edges (and percentiles come from the
+    # averaged pixels); it saves every full-resolution pass.
     steps.append(ResizeWithPadToSquared(keys=keys, size=size, use_spacing=modality == "ct", pad=False))
     if modality == "xr":
         steps.append(RadiographIntensityd(keys=keys, lower=lower_percentile, upper=upper_percentile,
