@@ -102,7 +102,7 @@ def add_bad_inputs(folder: Path, source_image: Path, corpus: Path | None) -> dic
 
 def dciodvfy_errors(path: Path) -> list[str]:
     """Error lines of dciodvfy for one file ([] when clean)."""
-    out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, errors="replace", timeout=60)
     return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -144,7 +145,7 @@ def describe_data(datalists: Mapping[str, Sequence[Mapping[str, Any]]], source: 
 _IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".nii", ".nii.gz", ".tif", ".tiff", ".bmp")
 
 
-def _looks_like_image(path: "Path") -> bool:
+def _looks_like_image(path: Path) -> bool:
     name = path.name.lower()
     if name.endswith(_IMAGE_SUFFIXES):
         return True
@@ -169,7 +170,6 @@ def inference_items(
     a folder (every image file below it, DICOM recognised by its preamble too) or a single file.
     With none of them but ``demo_dir``, a small synthetic set is generated there (once) and scored."""
     import json
-    from pathlib import Path
 
     if not datalist and not input_path and demo_dir:
         if not (Path(demo_dir) / "labels.csv").is_file():
@@ -207,8 +207,6 @@ def inference_items(
 
 def network_kwargs(model_dir: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
     """The ``build_network`` kwargs of the model in ``model_dir`` (its model_info.json), else ``defaults``."""
-    from pathlib import Path
-
     from monai_fracture.model_package import MODEL_INFO, ModelInfo
 
     path = Path(model_dir) / MODEL_INFO

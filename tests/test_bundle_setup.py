@@ -1,0 +1,68 @@
+"""Glue the bundle configs call: class weights, folder listing for inference, head init, checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from monai_fracture.model_package import ModelPackageError
+from monai_fracture.training.checkpoints import latest_checkpoint, resume_checkpoint
+from monai_fracture.training.setup import class_weights, flat_compose, inference_items, init_head
+
+
+def test_class_weights_are_inverse_frequency():
+    items = [{"label": 0}] * 6 + [{"label": 1}] * 2
+    weights = class_weights(items, num_classes=2)
+    assert weights.tolist() == pytest.approx([8 / (2 * 6), 8 / (2 * 2)])
+    assert class_weights(items, enabled=False) is None
+    with pytest.raises(ValueError, match="no training items"):
+        class_weights([{"label": 0}] * 3)
+
+
+def test_inference_items_from_folder_file_and_datalist(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.png").write_bytes(b"png")
+    (tmp_path / "a" / "IM0001").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 16)  # extensionless DICOM
+    (tmp_path / "a" / "notes").write_bytes(b"plain text, no preamble")
+    (tmp_path / "labels.csv").write_text("path,label\n")
+    found = [item["image"] for item in inference_items(input_path=str(tmp_path))]
+    assert found == [str((tmp_path / "a" / "IM0001").resolve()), str((tmp_path / "a" / "x.png").resolve())]
+    assert inference_items(input_path=str(tmp_path / "a" / "x.png")) == [{"image": str((tmp_path / "a" / "x.png").resolve())}]
+    datalist = tmp_path / "list.json"
+    datalist.write_text(json.dumps({"testing": [{"image": "a/x.png"}], "training": [{"image": "/abs/y.dcm", "label": 1}]}))
+    assert inference_items(datalist=str(datalist), datalist_key="testing") == [{"image": str(tmp_path / "a" / "x.png")}]
+    assert len(inference_items(datalist=str(datalist))) == 2
+    with pytest.raises(FileNotFoundError, match="input path not found"):
+        inference_items(input_path=str(tmp_path / "missing"))
+
+
+def test_init_head_gives_small_logits():
+    head = torch.nn.Linear(1280, 2)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self._fc = head
+
+    init_head(Net(), std=0.01)
+    assert head.weight.std() < 0.02 and torch.all(head.bias == 0)
+
+
+def test_flat_compose_flattens_nested_chains():
+    from monai.transforms import Compose, Identityd, RandFlipd
+
+    chain = flat_compose(Compose([Identityd(keys="x"), Compose([RandFlipd(keys="x")])]), Identityd(keys="x"))
+    assert [type(t).__name__ for t in chain.transforms] == ["Identityd", "RandFlipd", "Identityd"]
+
+
+def test_latest_and_resume_checkpoint(tmp_path):
+    assert latest_checkpoint(tmp_path) is None
+    assert resume_checkpoint(tmp_path, resume=False) is None
+    with pytest.raises(ModelPackageError, match="resume=true"):
+        resume_checkpoint(tmp_path, resume=True)
+    for n in (2, 10, 9):
+        (tmp_path / f"checkpoint_epoch={n}.pt").write_bytes(b"")
+    assert latest_checkpoint(tmp_path).name == "checkpoint_epoch=10.pt"
+    assert resume_checkpoint(tmp_path, resume=True).endswith("checkpoint_epoch=10.pt")
