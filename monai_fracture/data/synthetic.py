@@ -91,16 +91,16 @@ def _hierarchy(job: _Job, instance: int = 1) -> Hierarchy:
         patient_name=f"Phantom^P{job.patient:04d}",
         patient_sex="MF"[job.patient % 2],
         patient_birth_date=birth.strftime("%Y%m%d"),
-        study_uid=_uid(s, "study", job.patient, job.study),
+        study_uid=_uid(s, job.modality, "study", job.patient, job.study),
         study_id=str(job.study),
         accession_number=f"ACC{s % 1000:03d}{job.patient:04d}{job.study:02d}",
         study_date=study_day.strftime("%Y%m%d"),
         study_time=f"{8 + (job.patient + job.study) % 10:02d}{(job.patient * 7) % 60:02d}00",
-        series_uid=_uid(s, "series", job.patient, job.study, job.series),
+        series_uid=_uid(s, job.modality, "series", job.patient, job.study, job.series),
         series_number=job.series,
-        sop_uid=_uid(s, "sop", job.patient, job.study, job.series, instance),
+        sop_uid=_uid(s, job.modality, "sop", job.patient, job.study, job.series, instance),
         instance_number=instance,
-        frame_of_reference_uid=_uid(s, "for", job.patient, job.study),
+        frame_of_reference_uid=_uid(s, job.modality, "for", job.patient, job.study),
     )
 
 
