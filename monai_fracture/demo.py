@@ -50,7 +50,7 @@ def score_unseen(out_dir: Path, n_images: int, seed: int) -> dict:
     if not (studies / "labels.csv").is_file():
         _run([sys.executable, "-m", "monai_fracture", "demo-data", str(studies), "--n", str(n_images), "--seed", str(seed)])
     # exit code 1 means "some inputs failed": the demo folder has none, so any non-zero is an error
-    _run([sys.executable, "-m", "monai_fracture", "score", str(studies), "--out", str(scored), "--model", str(BUNDLE)])
+    _run([sys.executable, "-m", "monai_fracture", "score", str(studies), "--out", str(scored), "--model", str(BUNDLE / "models")])
 
     truth = pd.read_csv(studies / "labels.csv")
     truth["abs_path"] = [str((studies / p).resolve()) for p in truth["path"]]

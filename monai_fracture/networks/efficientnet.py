@@ -150,6 +150,10 @@ def build_network(
         if dropout is not None:
             net._dropout = nn.Dropout(dropout)
     net.model_name = name  # type: ignore[assignment]
+    # MONAI initialises the head uniformly in +-1/sqrt(num_classes) (+-0.71 for two classes), which
+    # on ImageNet features gives starting logits in the tens and a loss near 7: start it small.
+    nn.init.normal_(net._fc.weight, std=0.01)
+    nn.init.zeros_(net._fc.bias)
     if pretrained:
         from monai_fracture.networks.weights import load_pretrained
 

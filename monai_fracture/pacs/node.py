@@ -61,6 +61,7 @@ class ScorePathsScorer:
             threshold=self.threshold,
             write_dicom=True,
             progress=False,
+            report_workers=0,  # no forked children: they would inherit the node's listening socket
         )
         outputs = sorted((out_dir / "dicom").rglob("*.dcm"))
         counts = dict(getattr(summary, "counts", {}) or {})

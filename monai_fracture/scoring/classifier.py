@@ -190,14 +190,19 @@ class Classifier:
 
 
 def default_model_path() -> Path | None:
-    """``bundles/fracture_classification/models`` of the installed package's checkout, when it holds a model."""
+    """The model ``score`` uses without ``--model``: ``$MONAI_FRACTURE_MODEL``, else the bundle's.
+
+    In the bundle, the shipped real-data model (``models/fracatlas/``, trained on FracAtlas)
+    wins over ``models/`` itself, where ``make demo`` puts the synthetic-data model.
+    """
     candidates = []
     env = os.environ.get("MONAI_FRACTURE_MODEL")
     if env:
         candidates.append(Path(env))
     package_root = Path(__file__).resolve().parents[2]
-    candidates.append(package_root / "bundles" / "fracture_classification" / "models")
-    candidates.append(Path.cwd() / "bundles" / "fracture_classification" / "models")
+    for root in (package_root, Path.cwd()):
+        models = root / "bundles" / "fracture_classification" / "models"
+        candidates += [models / "fracatlas", models]
     for candidate in candidates:
         if candidate.is_file() or (candidate.is_dir() and (candidate / "model_info.json").is_file()):
             return candidate
@@ -205,7 +210,7 @@ def default_model_path() -> Path | None:
 
 
 MODEL_HELP = (
-    "no model given and none found in bundles/fracture_classification/models: train one with `make demo` "
+    "no model given and none found in bundles/fracture_classification/models[/fracatlas]: train one with `make demo` "
     "or `python -m monai.bundle run training --meta_file bundles/fracture_classification/configs/metadata.json "
     "--config_file bundles/fracture_classification/configs/train.json`, or pass --model PATH (a bundle "
     "folder, a model folder, or model.pt/.ts/.onnx with model_info.json beside it)"

@@ -109,7 +109,13 @@ def _ignore_sigint() -> None:
 
 
 def _report_pool(workers: int):
-    """Forked worker processes where fork exists (cheap start, modules already loaded), else threads."""
+    """Forked worker processes where fork exists (cheap start, modules already loaded), else threads.
+
+    ``workers <= 0`` builds reports in one thread of this process: for long-running servers,
+    whose forked children would inherit (and, if the server is killed, keep) its listening socket.
+    """
+    if workers <= 0:
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="reports")
     if "fork" in multiprocessing.get_all_start_methods():
         return ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("fork"), initializer=_ignore_sigint
