@@ -162,17 +162,31 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: in
 
 
 def bootstrap_roc_auc_ci(
-    probs: np.ndarray, labels: np.ndarray, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0
+    probs: np.ndarray,
+    labels: np.ndarray,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of ROC-AUC (resamples with one class are skipped)."""
+    """Percentile bootstrap confidence interval of ROC-AUC (resamples with one class are skipped).
+
+    With ``groups`` (patient or near-duplicate ids) whole groups are resampled, so copies of one
+    radiograph move together and the interval is not narrowed by them.
+    """
     probs = np.asarray(probs, dtype=np.float64).reshape(-1)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     if not _has_both_classes(labels):
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
+    if groups is None:
+        members = [np.array([i]) for i in range(labels.size)]
+    else:
+        _, inverse = np.unique(np.asarray(groups).reshape(-1), return_inverse=True)
+        members = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
     aucs = []
     for _ in range(n_resamples):
-        idx = rng.integers(0, labels.size, labels.size)
+        idx = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
         if _has_both_classes(labels[idx]):
             aucs.append(roc_auc_score(labels[idx], probs[idx]))
     if not aucs:

@@ -1,0 +1,72 @@
+"""Figures for docs/validation.md from a finished ``benchmarks.fracatlas`` run.
+
+    .venv/bin/python -m benchmarks.fracatlas_report benchmarks/out/fracatlas/lite0_224 \
+        --model bundles/fracture_classification/models/fracatlas --out docs/validation
+
+Writes ROC, calibration and confusion-matrix plots of the validation fold (the probabilities
+``monai-fracture score`` computes, at the shipped threshold) and a Grad-CAM panel of the most
+confident false negatives and false positives, read and preprocessed by the scoring code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from monai_fracture.io import read_image  # noqa: E402
+from monai_fracture.model_package import ModelInfo  # noqa: E402
+from monai_fracture.scoring import Classifier  # noqa: E402
+from monai_fracture.training.evaluation import write_evaluation  # noqa: E402
+
+
+def gradcam_panel(val: pd.DataFrame, data_dir: Path, model: Path, out_file: Path, per_kind: int = 4) -> list[dict]:
+    classifier = Classifier(model)
+    threshold = classifier.threshold
+    fn = val[(val["label"] == 1) & (val["probability"] < threshold)].nsmallest(per_kind, "probability")
+    fp = val[(val["label"] == 0) & (val["probability"] >= threshold)].nlargest(per_kind, "probability")
+    picked = [("missed fracture", row) for _, row in fn.iterrows()] + [("false alarm", row) for _, row in fp.iterrows()]
+    fig, axes = plt.subplots(2, per_kind, figsize=(3.2 * per_kind, 7))
+    listed = []
+    for ax, (kind, row) in zip(axes.ravel(), picked):
+        image, meta = read_image(data_dir / row["path"])
+        cam = classifier.heatmap(image, meta)
+        ax.imshow(image, cmap="gray")
+        ax.imshow(cam, cmap="jet", alpha=0.35)
+        ax.set_title(f"{kind}\n{Path(row['path']).name} ({row['region']}) p={row['probability']:.2f}", fontsize=8)
+        ax.axis("off")
+        listed.append({"kind": kind, "path": row["path"], "region": row["region"], "hardware": int(row["hardware"]),
+                       "probability": round(float(row["probability"]), 4)})
+    for ax in axes.ravel()[len(picked):]:
+        ax.axis("off")
+    fig.suptitle(f"Grad-CAM (fracture class) on validation errors at threshold {threshold:.3f}")
+    fig.tight_layout()
+    fig.savefig(out_file, dpi=90)
+    plt.close(fig)
+    return listed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--model", type=Path, default=Path("bundles/fracture_classification/models/fracatlas"))
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/fracatlas"))
+    parser.add_argument("--out", type=Path, default=Path("docs/validation"))
+    args = parser.parse_args(argv)
+    val = pd.read_csv(args.run_dir / "val_predictions.csv")
+    info = ModelInfo.load(args.model / "model_info.json")
+    write_evaluation(args.out, val["probability"], val["label"], val["path"], info.threshold)
+    (args.out / "predictions.csv").unlink(missing_ok=True)  # per-image list stays with the run, not the docs
+    errors = gradcam_panel(val, args.data, args.model, args.out / "gradcam_errors.png")
+    (args.out / "gradcam_errors.json").write_text(json.dumps(errors, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
