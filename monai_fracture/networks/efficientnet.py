@@ -123,6 +123,7 @@ def build_network(
     pretrained: bool | str | PathLike | None = False,
     dropout: float | None = 0.2,
     progress: bool = False,
+    bn_momentum: float | None = 0.1,
 ) -> nn.Module:
     """An EfficientNet classifier, optionally with ImageNet or local weights.
 
@@ -136,6 +137,10 @@ def build_network(
             otherwise a path to a ``.pth`` state dict. 2D weights are inflated for ``spatial_dims=3``.
         dropout: dropout before the head; ``None`` keeps the model's own default.
         progress: show a download progress bar (B weights only).
+        bn_momentum: BatchNorm running-statistics momentum (PyTorch convention). MONAI keeps the
+            TF value 0.01, so after the few hundred steps of a fine-tune the running statistics
+            still describe ImageNet and eval-mode probabilities drift far from 0.5 (a demo run gave
+            a decision threshold of 0.0003); 0.1 adapts them. ``None`` keeps MONAI's value.
     """
     if name not in NETWORK_NAMES:
         raise ValueError(f"unknown network {name!r}; choose one of {', '.join(NETWORK_NAMES)}")
@@ -150,6 +155,10 @@ def build_network(
         if dropout is not None:
             net._dropout = nn.Dropout(dropout)
     net.model_name = name  # type: ignore[assignment]
+    if bn_momentum is not None:
+        for module in net.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = bn_momentum
     # MONAI initialises the head uniformly in +-1/sqrt(num_classes) (+-0.71 for two classes), which
     # on ImageNet features gives starting logits in the tens and a loss near 7: start it small.
     nn.init.normal_(net._fc.weight, std=0.01)
