@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
@@ -51,15 +53,16 @@ def fsync_directory(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, chunks: Iterable[bytes] | bytes) -> Path:
-    """Write to a temporary file in the same folder, fsync, then ``os.replace``."""
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary handle on a temporary file in ``path``'s folder, fsync'd and renamed into place on
+    success, deleted on any error: readers (and a resumed run) see the whole file or none."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
-                handle.write(chunk)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -70,28 +73,21 @@ def atomic_write_bytes(path: str | os.PathLike, chunks: Iterable[bytes] | bytes)
             pass
         raise
     fsync_directory(path.parent)
-    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, chunks: Iterable[bytes] | bytes) -> Path:
+    """Write to a temporary file in the same folder, fsync, then ``os.replace``."""
+    with atomic_file(path) as handle:
+        for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
+            handle.write(chunk)
+    return Path(path)
 
 
 def atomic_write_dataset(path: str | os.PathLike, dataset: Dataset) -> Path:
     """Write a DICOM file (with file meta) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            dcmwrite(handle, dataset, enforce_file_format=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_directory(path.parent)
-    return path
+    with atomic_file(path) as handle:
+        dcmwrite(handle, dataset, enforce_file_format=True)
+    return Path(path)
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> int:
