@@ -47,6 +47,24 @@ def _scored_lines(journal: Path) -> int:
         return 0
 
 
+def _assert_no_process_left(marker: str, timeout_s: float = 10.0) -> None:
+    """No process whose command line names ``marker`` survives (checked through /proc)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                        alive.append(int(entry.name))
+                except OSError:
+                    continue
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert not alive, f"processes left behind after SIGKILL: {alive}"
+
+
 def test_resume_after_sigkill_equals_uninterrupted_run(setup, tmp_path):
     folder, model, reference = setup
     out = tmp_path / "out"
@@ -65,6 +83,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(setup, tmp_path):
         process.wait(timeout=60)
         process.stderr.close()
     assert process.returncode == -signal.SIGKILL
+    _assert_no_process_left(str(out))  # forked report workers die with their parent
     killed_after = _scored_lines(journal)
     assert 3 <= killed_after < len(image_files(folder)), "the kill must land mid-run"
     # nothing visible is partial: every DICOM file written so far parses completely

@@ -106,6 +106,24 @@ def _ignore_sigint() -> None:
     # Ctrl-C reaches the whole process group; report workers finish the study they are writing
     # and the main process decides what to do.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """Linux: end this forked worker when its parent dies, even by SIGKILL (else it lingers forever)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        # SIGKILL, not SIGTERM: the worker inherits the parent's SIGTERM handler, which only sets a flag;
+        # a report cut short leaves just a temporary file, removed by the next run
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except OSError:
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(0)
 
 
 def _report_pool(workers: int):
