@@ -37,7 +37,7 @@ test: venv system-deps
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: venv
-	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -19,7 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from monai_fracture.model_package import MODEL_ONNX, MODEL_TORCHSCRIPT, LoadedModel, ModelInfo, load_model
+from monai_fracture.model_package import (
+    MODEL_INFO,
+    MODEL_ONNX,
+    MODEL_TORCHSCRIPT,
+    LoadedModel,
+    ModelInfo,
+    file_digest,
+    load_model,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +92,9 @@ def export_model(model_path: str | PathLike, formats: Sequence[str] = ("onnx",),
     """Export the model at ``model_path`` (bundle, model folder or model.pt) to ``model.onnx`` / ``model.ts``.
 
     With ``check`` the exported file is loaded back and must give the checkpoint's probabilities
-    within 1e-4, otherwise ``RuntimeError`` names the file and the difference.
+    within 1e-4, otherwise ``RuntimeError`` names the file and the difference. Each export is
+    recorded in ``model_info.json`` (``exports``: its SHA-256 and that of the ``model.pt`` it came
+    from), which is how scoring knows an export is current (``scoring.backends``).
     """
     model = load_model(model_path)
     network = _torch_network(model)
@@ -97,12 +107,36 @@ def export_model(model_path: str | PathLike, formats: Sequence[str] = ("onnx",),
             written[fmt] = export_torchscript(network, model.path.parent / MODEL_TORCHSCRIPT, example)
         else:
             raise ValueError(f"unknown export format {fmt!r} (expected 'onnx' or 'torchscript')")
+        diff = None
         if check:
             diff = max_probability_difference(model, load_model(written[fmt]), example)
             if diff >= 1e-4:
                 raise RuntimeError(f"{written[fmt]}: probabilities differ from {model.path} by {diff:.2e}")
             logger.info("%s: max |P(fracture)| difference to %s: %.2e", written[fmt], model.path.name, diff)
+        model.info.exports[fmt] = {
+            "file": written[fmt].name,
+            "sha256": file_digest(written[fmt]),
+            "source_sha256": file_digest(model.path),
+            "max_abs_difference": diff,
+        }
+    if written:
+        model.info.save(model.path.parent / MODEL_INFO)
     return written
+
+
+def export_after_training(model_dir: str | PathLike, formats: Sequence[str] = ("onnx", "torchscript")) -> dict[str, Path]:
+    """The bundle's last training step: export the best model beside ``model.pt`` (rank 0 only).
+
+    Scoring then runs the fastest export that agrees with the checkpoint (``scoring.backends``).
+    Nothing happens when no model was saved or ``formats`` is empty.
+    """
+    from monai_fracture.model_package import MODEL_WEIGHTS
+    from monai_fracture.training.setup import rank
+
+    model_file = Path(model_dir) / MODEL_WEIGHTS
+    if rank() != 0 or not formats or not model_file.is_file():
+        return {}
+    return export_model(model_file, list(formats))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,8 +12,11 @@ pickled object (which could run code on load) is refused with ``UnsafeCheckpoint
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import json
 import logging
+import os
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -68,6 +71,8 @@ class ModelInfo:
     training_data: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     epoch: int | None = None
+    # {"onnx"|"torchscript": {"file", "sha256", "source_sha256", "max_abs_difference"}} written by export
+    exports: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     monai_fracture_version: str = field(default_factory=lambda: _package_version())
 
@@ -176,6 +181,21 @@ def extract_state_dict(checkpoint: Any, path: str | PathLike = "<memory>") -> di
     return dict(checkpoint)
 
 
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def file_digest(path: str | PathLike) -> str:
+    """SHA-256 of a file (remembered per path, size and modification time)."""
+    stat = os.stat(path)
+    return _digest(os.fspath(path), stat.st_size, stat.st_mtime_ns)
+
+
 def save_model(model_dir: str | PathLike, network: torch.nn.Module, info: ModelInfo) -> Path:
     """Write ``model.pt`` (state_dict, unwrapped from DDP) and ``model_info.json``; returns the folder."""
     model_dir = Path(model_dir)
@@ -191,12 +211,14 @@ def save_model(model_dir: str | PathLike, network: torch.nn.Module, info: ModelI
 class OnnxNetwork:
     """An ONNX Runtime session behind the call interface of a torch network (tensor in, logits out)."""
 
-    def __init__(self, path: str | PathLike, providers: list[str] | None = None) -> None:
+    def __init__(self, path: str | PathLike, providers: list[str] | None = None, threads: int | None = None) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if threads:  # scoring shares the cores with decode workers: do not oversubscribe
+            options.intra_op_num_threads = int(threads)
         try:
             self.session = ort.InferenceSession(
                 str(self.path), sess_options=options, providers=providers or ["CPUExecutionProvider"]

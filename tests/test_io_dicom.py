@@ -401,3 +401,85 @@ def test_window_outside_the_data_range_is_not_applied(tmp_path: Path) -> None:
     np.testing.assert_array_equal(values, STORED.astype(np.float32))
     assert meta["presentation_ready"] is False and meta["window"] is None
     assert meta["window_ignored"] == (20000.0, 1000.0)
+
+
+# -- speed-ups that must not change a value ----------------------------------------------------
+
+
+def _voi_item(first: int, entries: int, depth: int = 12) -> Dataset:
+    x = np.arange(entries, dtype=np.float64)
+    table = np.rint((2**depth - 1) / (1.0 + np.exp(-(x - entries / 2) / (entries / 8)))).astype(np.uint16)
+    item = Dataset()
+    item.LUTDescriptor = [entries, first, depth]
+    item.add_new(0x00283006, "OW", table.astype("<u2").tobytes())
+    return item
+
+
+@pytest.mark.parametrize(
+    ("signed", "photometric", "rescale"),
+    [(False, "MONOCHROME2", None), (False, "MONOCHROME1", (2.0, -300.0)), (True, "MONOCHROME2", (1.0, 0.0))],
+)
+def test_voi_lut_by_table_equals_the_per_pixel_chain(tmp_path: Path, signed: bool, photometric: str, rescale) -> None:
+    """Large VOI-LUT images are looked up once per stored value: the result must be identical."""
+    from monai_fracture.io.dicom_pixels import _grey_mono, _table_worthwhile, validate_layout
+
+    rng = np.random.default_rng(1)
+    low = -1500 if signed else 200  # a stored minimum away from 0 exercises the table offset
+    stored = rng.integers(low, low + 3000, size=(300, 260)).astype(np.int16 if signed else np.uint16)
+    tags = {} if rescale is None else {"RescaleSlope": rescale[0], "RescaleIntercept": rescale[1]}
+    first = -1000 if signed else 100
+    ds = make_image(stored, photometric=photometric, signed=signed, VOILUTSequence=[_voi_item(first, 4096)], **tags)
+    values, meta = read_dicom(save(ds, tmp_path / "voi.dcm"))
+    assert values.dtype == np.float32 and meta["voi"] == "VOILUTSequence"
+    parsed = pydicom.dcmread(tmp_path / "voi.dcm")
+    assert _table_worthwhile(parsed.pixel_array, parsed, "DX")
+    reference, _ = _grey_mono(parsed.pixel_array, parsed, validate_layout(parsed, "x"), "DX", "x", 0,
+                              {"window": None, "presentation_ready": False, "inverted": False})
+    np.testing.assert_array_equal(values, reference)
+    # and the standard's chain in float64: Modality (Rescale) -> VOI LUT -> inversion
+    slope, intercept = rescale or (1.0, 0.0)
+    modality_values = np.rint(stored.astype(np.float64) * slope + intercept).astype(np.int64)
+    table = np.frombuffer(ds.VOILUTSequence[0].LUTData, "<u2").astype(np.float64)
+    expected = table[np.clip(modality_values - first, 0, 4095)] / 4095.0
+    if photometric == "MONOCHROME1":
+        expected = 1.0 - expected
+    np.testing.assert_allclose(values, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(("stored", "bits", "signed"), [
+    (np.array([[0, 100], [4095, 7]]), 12, False),  # high bits clean: no correction pass
+    (np.array([[0xF000, 0x8001], [0x0FFF, 7]]), 12, False),  # garbage above bit 11
+    (np.array([[-2048, -1], [2047, 0]]), 12, True),  # sign extended already
+    (np.array([[0x0800, 0x0FFF], [0x07FF, 0]]), 12, True),  # 12-bit two's complement, high bits 0
+])
+def test_native_decode_without_a_copy_keeps_pydicoms_values(tmp_path: Path, stored, bits, signed) -> None:
+    """Native pixels are read as a view and corrected only when needed: same values as pydicom."""
+    ds = make_image(np.zeros((2, 2)), modality="OT", bits_stored=bits, signed=signed)
+    ds.PixelData = stored.astype(np.int64).astype(np.uint16).tobytes()
+    path = save(ds, tmp_path / "bits.dcm")
+    values, _ = read_dicom(path)
+    expected = pydicom.dcmread(path).pixel_array  # copies and shifts every pixel
+    np.testing.assert_array_equal(values, expected.astype(np.float32))
+
+
+def test_jpegls_decodes_with_the_preferred_plugin_to_the_same_pixels(tmp_path: Path) -> None:
+    from pydicom.pixels import get_decoder, pixel_array
+    from pydicom.uid import JPEGLSLossless
+
+    from monai_fracture.io.dicom_pixels import PREFERRED_PLUGINS
+
+    decoder = get_decoder(JPEGLSLossless)
+    if not decoder.is_available:
+        pytest.skip("no JPEG-LS decoder installed")
+    rng = np.random.default_rng(2)
+    stored = rng.integers(0, 4096, size=(96, 80)).astype(np.uint16)
+    ds = make_image(stored, WindowCenter=2000, WindowWidth=3000)
+    ds.compress(JPEGLSLossless, generate_instance_uid=False)
+    path = save(ds, tmp_path / "jls.dcm")
+    values, meta = read_dicom(path)
+    expected = np.clip((stored - (2000 - 0.5)) / 2999 + 0.5, 0, 1)
+    np.testing.assert_allclose(values, expected, atol=1e-6)
+    assert PREFERRED_PLUGINS[JPEGLSLossless] in decoder.available_plugins  # pyjpegls comes with highdicom
+    parsed = pydicom.dcmread(path)
+    for plugin in decoder.available_plugins:
+        np.testing.assert_array_equal(pixel_array(parsed, decoding_plugin=plugin), stored)

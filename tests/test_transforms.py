@@ -353,3 +353,69 @@ def test_preset_lets_our_read_error_through(dicom_corpus):
     cause = info.value.__cause__
     assert isinstance(cause, io.ImageReadError) and cause.reason == io.ReadFailure.NOT_AN_IMAGE
     assert str(path) in str(cause)
+
+
+# --- the scoring path on generated DICOM: float32 at every step, values as a float64 reference ---
+
+
+def _generated_radiograph(tmp_path, modality: str, photometric: str, window: str, shape=(384, 320)):
+    from monai_fracture.data.dicom_writer import Hierarchy, radiograph_dataset, save_dataset
+    from monai_fracture.data.phantom import simulate_radiograph
+    from monai_fracture.data.synthetic import _stored_pixels
+
+    rng = np.random.default_rng(11)
+    phantom = simulate_radiograph(shape, rng, "forearm", "transverse", np.random.default_rng(12))
+    stored, win, voi = _stored_pixels(phantom.signal, rng, {"bits_stored": 12, "photometric": photometric, "window": window})
+    ids = Hierarchy("P", "P^Q", "O", "19700101", "1.2.3.1", "1", "A1", "20260101", "120000", "1.2.3.2", 1, "1.2.3.3", 1)
+    ds = radiograph_dataset(stored, ids=ids, modality=modality, photometric=photometric, bits_stored=12, spacing_mm=0.15,
+                            body_part="forearm", view="AP", laterality="L", window=win, voi_lut=voi)
+    path = tmp_path / f"{modality}_{photometric}_{window}.dcm"
+    save_dataset(ds, path, "explicit")
+    return path, stored, win
+
+
+def _reference_network_input(stored: np.ndarray, photometric: str, window, size: int) -> torch.Tensor:
+    """The documented chain written plainly in float64: window, invert, area resize, [0, 1], pad, tf scaling."""
+    from monai_fracture.transforms.spatial import square_fit_shape
+
+    x = stored.astype(np.float64)
+    if window is not None:
+        c, w = window
+        x = np.clip((x - (c - 0.5)) / (w - 1) + 0.5, 0.0, 1.0)
+        x = 1.0 - x if photometric == "MONOCHROME1" else x
+    elif photometric == "MONOCHROME1":
+        x = 4095.0 - x
+    target = square_fit_shape(x.shape, size)
+    small = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(x)[None, None], target)[0]
+    if window is not None:
+        small = small.clamp(0.0, 1.0)
+    else:
+        low, high = np.percentile(small.numpy().reshape(-1), [0.5, 99.5])
+        small = ((small - low) / (high - low)).clamp(0.0, 1.0)
+    pad = [(size - t) for t in target]
+    small = torch.nn.functional.pad(small, (pad[1] // 2, pad[1] - pad[1] // 2, pad[0] // 2, pad[0] - pad[0] // 2))
+    return (small.repeat(3, 1, 1) * 255.0 - 127.0) / 128.0
+
+
+@pytest.mark.parametrize(("modality", "photometric", "window"), [
+    ("DX", "MONOCHROME2", "window"), ("DX", "MONOCHROME1", "window"),
+    ("CR", "MONOCHROME2", "none"), ("CR", "MONOCHROME1", "none"),
+])
+def test_scoring_preprocessing_is_float32_throughout_and_matches_a_float64_reference(tmp_path, modality, photometric, window):
+    from monai_fracture.io import read_image
+    from monai_fracture.scoring.classifier import channel_first
+
+    path, stored, win = _generated_radiograph(tmp_path, modality, photometric, window)
+    array, meta = read_image(path)
+    assert array.dtype == np.float32 and array.flags.c_contiguous
+    data = {"image": channel_first(array, meta)}
+    assert data["image"].dtype == torch.float32
+    assert np.shares_memory(data["image"].numpy(), array)  # no copy of the full-size image
+    chain = build_preprocessing("xr", size=96, normalization="tf", load=False)
+    for step in chain.transforms:
+        data = step(data)
+        assert data["image"].dtype == torch.float32, type(step).__name__
+    expected = _reference_network_input(stored, photometric, win, 96)
+    got = torch.as_tensor(data["image"]).as_subclass(torch.Tensor).double()
+    assert got.shape == expected.shape == (3, 96, 96)
+    assert float((got - expected).abs().max()) < 2e-5

@@ -52,8 +52,9 @@ def read_bytes(path: PathLike) -> bytes:
 
 def read_dicom(path: PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     """One DICOM file: (rows, cols) float32, or (frames, rows, cols) for a multi-frame CT/MR/PT volume."""
-    data = read_bytes(path)
-    ds = parse_dicom(path, data)
+    # pydicom reads the file itself: no whole-file bytes object beside the dataset (a second
+    # copy of the pixel data, and 8 MB of fresh pages per 2048² image).
+    ds = parse_dicom(path)
     with guard(path):
         return image_from_dataset(ds, path)
 
@@ -138,7 +139,7 @@ def read_dicom_series(paths: PathLike | Iterable[PathLike]) -> tuple[np.ndarray,
         return values, meta
     parsed: list[tuple[Path, Dataset, PixelLayout, dict[str, Any]]] = []
     for path in files:
-        ds = parse_dicom(path, read_bytes(path))
+        ds = parse_dicom(path)
         with guard(path):
             check_is_image(ds, path)
             layout = validate_layout(ds, path)

@@ -65,19 +65,24 @@ def read_raster(path: str | Path, data: bytes, fmt: str) -> tuple[np.ndarray, di
     return values, meta
 
 
+def _scaled(values: np.ndarray, scale: float) -> np.ndarray:
+    """``values * scale`` in place: the float32 conversion already made the one copy needed."""
+    values *= np.float32(scale)
+    return values
+
+
 def _grey(image: Image.Image, path: object) -> tuple[np.ndarray, int]:
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         values = np.asarray(image).astype(np.float32)
         if mode == "I" and values.size and float(values.max()) > 65535:
             raise ImageReadError(path, ReadFailure.INVALID_VALUE, "32-bit integer image values above 65535")
-        return values * np.float32(1 / 65535), 16
+        return _scaled(values, 1 / 65535), 16
     if mode == "F":
-        return np.asarray(image, dtype=np.float32).copy(), 32
+        return np.array(image, dtype=np.float32), 32
     if mode == "1":
-        return np.asarray(image.convert("L"), dtype=np.float32) * np.float32(1 / 255), 1
+        return _scaled(np.array(image.convert("L"), dtype=np.float32), 1 / 255), 1
     if mode in ("L", "LA"):
-        grey = np.asarray(image if mode == "L" else image.getchannel("L"), dtype=np.float32)
-        return grey * np.float32(1 / 255), 8
+        return _scaled(np.array(image if mode == "L" else image.getchannel("L"), dtype=np.float32), 1 / 255), 8
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
-    return (rgb @ _LUMA) * np.float32(1 / 255), 8
+    return _scaled(rgb @ _LUMA, 1 / 255), 8

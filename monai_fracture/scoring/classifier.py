@@ -70,7 +70,8 @@ class Classifier:
 
     ``model`` is a ``LoadedModel`` or anything ``model_package.load_model`` accepts (bundle
     folder, model folder, ``model.pt`` / ``model.ts`` / ``model.onnx``). ``threshold`` overrides
-    the model's own decision threshold.
+    the model's own decision threshold. ``backend`` is ``auto`` (the fastest variant that agrees
+    with fp32, see ``scoring.backends``) or one of ``scoring.backends.BACKENDS``.
     """
 
     def __init__(
@@ -79,7 +80,12 @@ class Classifier:
         device: str | torch.device = "cpu",
         threshold: float | None = None,
         preprocessing: Any = None,
+        backend: str = "auto",
     ) -> None:
+        from monai_fracture.scoring.backends import BACKENDS
+
+        if backend != "auto" and backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose from auto, {', '.join(BACKENDS)}")
         self.device = torch.device(device)
         self.model = _load(model, self.device)
         self.info = self.model.info
@@ -88,12 +94,11 @@ class Classifier:
             raise ValueError(f"threshold must lie in [0, 1], got {self.threshold}")
         self.modality = str(self.info.preprocessing.get("modality", getattr(self.info, "modality", "xr")))
         self.preprocessing = preprocessing if preprocessing is not None else self._build_preprocessing()
-        # channels_last roughly doubles EfficientNet throughput on CPU (oneDNN); same values to ~1e-6.
-        self.channels_last = (
-            self.model.format == "pytorch" and self.spatial_dims == 2 and self.device.type == "cpu"
-        )
-        if self.channels_last:
-            self.model.network.to(memory_format=torch.channels_last)
+        # How the network runs (scoring.backends): picked on the first batch, fp32 checked.
+        self.requested_backend = backend
+        self.measure_backend = False
+        self.backend = None
+        self.backend_choice = None
 
     @property
     def model_id(self) -> str:
@@ -123,14 +128,27 @@ class Classifier:
         image = data["image"] if isinstance(data, Mapping) else data
         return image
 
+    def plan_backend(self, expected_images: int, min_images_to_measure: int = 1000) -> None:
+        """Let ``auto`` time every backend on the first batch when the run is long enough to repay it."""
+        self.measure_backend = expected_images >= min_images_to_measure
+
+    def select_backend(self, batch: torch.Tensor) -> None:
+        """Choose (or build the requested) backend, checking it against fp32 on this batch."""
+        from monai_fracture.scoring.backends import choose_backend
+
+        self.backend, self.backend_choice = choose_backend(
+            self.model, batch, self.threshold, requested=self.requested_backend, device=self.device,
+            measure=self.measure_backend, threads=torch.get_num_threads(),
+        )
+        logger.info("%s runs on backend %s (%s)", self.model_id, self.backend.name, self.backend_choice.how)
+
     @torch.no_grad()
     def predict(self, batch: torch.Tensor) -> np.ndarray:
         """P(fracture) for a preprocessed batch (N, C, *spatial)."""
         batch = torch.as_tensor(batch).as_subclass(torch.Tensor) if hasattr(batch, "as_tensor") else batch
-        batch = batch.float()
-        if self.channels_last and batch.ndim == 4:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        return self.model.predict_proba(batch)
+        if self.backend is None:
+            self.select_backend(batch)
+        return self.backend.predict_proba(batch)
 
     def score(self, images: Sequence[tuple[np.ndarray, Mapping[str, Any]]], batch_size: int = 16) -> np.ndarray:
         """P(fracture) for in-memory images, ``batch_size`` at a time."""

@@ -1,0 +1,118 @@
+"""``make bench``: every benchmark section, one results.json and one printed table.
+
+Sections (each a module with ``run(ctx) -> Section``):
+  preprocessing  2048^2 DX decode + preprocessing by transfer syntax vs raw pydicom
+  inference      model forward per backend (fp32, channels_last, bf16, compile, TorchScript, ONNX)
+  training       the bundle's trainer vs a bare PyTorch loop on the same model and data
+  scoring        end-to-end ``score_paths`` vs its serial bound and a naive loop
+  memory         peak memory scoring 200 vs 2,000 files
+  cold_start     one radiograph, CLI start to SR written
+
+    python -m benchmarks.run [--only inference scoring] [--quick] [--device cuda]
+
+Figures are medians over repeats with min/max; ratios compare figures measured in the same
+run. The machine is recorded beside them. Long: about 20-30 minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+from benchmarks.common import OUT_DIR, BenchContext, Section, machine
+
+SECTIONS = {
+    "preprocessing": "benchmarks.bench_preprocessing",
+    "inference": "benchmarks.bench_inference",
+    "training": "benchmarks.bench_training",
+    "scoring": "benchmarks.score_folder",
+    "memory": "benchmarks.bench_memory",
+    "cold_start": "benchmarks.bench_cold_start",
+}
+RESULTS = Path("benchmarks/results.json")
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+
+
+def table(sections: list[Section]) -> str:
+    """A plain-text table of every row (also what docs/performance.md shows)."""
+    import pandas as pd
+
+    records = []
+    for section in sections:
+        for row in section.rows:
+            records.append({
+                "section": section.name,
+                "case": row.case,
+                "median": f"{_fmt(row.median)} {row.unit}",
+                "min-max": f"{_fmt(row.low)}-{_fmt(row.high)}" if row.low != row.high else "",
+                "ratio": f"{row.ratio:.2f} {row.ratio_meaning or ''}".strip() if row.ratio is not None else "",
+                "target": row.target or "",
+                "ok": {True: "yes", False: "NO", None: ""}[row.passed],
+            })
+    if not records:
+        return "(no rows)"
+    return pd.DataFrame.from_records(records).to_string(index=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=list(SECTIONS), help="run these sections only")
+    parser.add_argument("--quick", action="store_true", help="fewer images and repeats (a smoke run, not figures)")
+    parser.add_argument("--device", default="cpu", help="torch device for model work (default cpu)")
+    parser.add_argument("--repeats", type=int, default=5, help="repeats behind each median (default 5)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("highdicom", "monai_fracture.scoring.runner", "monai_fracture.model_package"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    ctx = BenchContext(out_dir=OUT_DIR, device=args.device, repeats=2 if args.quick else args.repeats, quick=args.quick)
+    names = args.only or list(SECTIONS)
+    results: dict = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+                     "quick": args.quick, "device": args.device, "repeats": ctx.repeats, "sections": {}, "errors": {}}
+    if args.out.is_file() and args.only:  # a partial run updates the sections it ran
+        previous = json.loads(args.out.read_text())
+        if previous.get("machine", {}).get("cpu") == results["machine"]["cpu"]:
+            results["sections"] = previous.get("sections", {})
+    done: list[Section] = []
+    for name in names:
+        logging.getLogger("benchmarks.run").info("section %s", name)
+        started = time.perf_counter()
+        try:
+            section = importlib.import_module(SECTIONS[name]).run(ctx)
+        except Exception as err:  # one broken section must not hide the others' figures
+            traceback.print_exc()
+            results["errors"][name] = f"{type(err).__name__}: {err}"
+            continue
+        section.seconds = section.seconds or time.perf_counter() - started
+        results["sections"][name] = section.to_dict()
+        done.append(section)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    args.out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    info = results["machine"]
+    print(f"\nmachine: {info['cpu']}, {info['usable_cpus']} usable CPUs, torch threads {info['torch_threads']}, "
+          f"GPU {info['gpu'] or 'none'}; device {args.device}{' (quick run)' if args.quick else ''}")
+    print(table(done))
+    print(f"\nresults: {args.out}")
+    if results["errors"]:
+        print("errors: " + "; ".join(f"{k}: {v}" for k, v in results["errors"].items()), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
