@@ -1,5 +1,5 @@
 """``python -m monai_fracture`` is the CLI (also under ``torchrun -m monai_fracture``)."""
 
-from monai_fracture.cli import main
+from monai_fracture.cli import entry
 
-raise SystemExit(main())
+raise SystemExit(entry())
