@@ -9,8 +9,8 @@ retrained checkpoint never runs with a stale export.
 
 ``choose_backend`` is the rule scoring follows with ``--backend auto``: a candidate qualifies
 when its P(fracture) on a real batch stays within ``tolerance`` (1e-3) of fp32 and every
-decision at the model's threshold is identical; among those the fastest (median of a few timed
-calls at the run's batch size) wins. The measurement is cached per model, device, machine and
+decision at the model's threshold is identical; among those the fastest (best of a few timed
+calls at the run's batch size, taking turns) wins. The measurement is cached per model, device, machine and
 batch size, so later runs only re-check agreement on their first batch.
 """
 
@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -214,20 +213,29 @@ def _agreement(reference: np.ndarray, probabilities: np.ndarray, threshold: floa
     return difference, identical
 
 
-def _time(backend: Backend, batch: torch.Tensor, repeats: int) -> float:
-    """Median seconds per image over ``repeats`` calls (the call that checked agreement was the warm-up)."""
-    values = []
+def _time_once(backend: Backend, batch: torch.Tensor) -> float:
+    started = time.perf_counter()
+    backend.predict_proba(batch)
+    if backend.device.type == "cuda":
+        torch.cuda.synchronize(backend.device)
+    return (time.perf_counter() - started) / max(1, len(batch))
+
+
+def _race(backends: dict[str, Backend], batch: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Fastest seconds per image of each backend over ``repeats`` rounds, taking turns.
+
+    Turns spread a busy spell of the machine over all candidates, and the minimum is the
+    figure least inflated by other load (the call that checked agreement was the warm-up).
+    """
+    best = {name: float("inf") for name in backends}
     for _ in range(max(1, repeats)):
-        started = time.perf_counter()
-        backend.predict_proba(batch)
-        if backend.device.type == "cuda":
-            torch.cuda.synchronize(backend.device)
-        values.append(time.perf_counter() - started)
-    return statistics.median(values) / max(1, len(batch))
+        for name, backend in backends.items():
+            best[name] = min(best[name], _time_once(backend, batch))
+    return best
 
 
 def _try(name: str, model: LoadedModel, batch: torch.Tensor, reference: np.ndarray, threshold: float,
-         tolerance: float, device: torch.device, threads: int | None, repeats: int) -> tuple[Trial, Backend | None]:
+         tolerance: float, device: torch.device, threads: int | None) -> tuple[Trial, Backend | None]:
     trial = Trial(name)
     try:
         backend = build_backend(name, model, device, threads=threads)
@@ -242,8 +250,6 @@ def _try(name: str, model: LoadedModel, batch: torch.Tensor, reference: np.ndarr
         trial.reason = "a decision differs from fp32 at the threshold"
     else:
         trial.accepted = True
-    if repeats > 0:
-        trial.seconds_per_image = _time(backend, batch, repeats)
     return trial, backend
 
 
@@ -256,7 +262,7 @@ def choose_backend(
     measure: bool = False,
     tolerance: float = DEFAULT_TOLERANCE,
     threads: int | None = None,
-    repeats: int = 2,
+    repeats: int = 3,
     use_cache: bool = True,
 ) -> tuple[Backend, BackendChoice]:
     """The backend to score with, checked against fp32 on ``batch`` (a real preprocessed batch).
@@ -289,13 +295,15 @@ def choose_backend(
         trials, backends = [], {}
         for name in AUTO_CANDIDATES:
             trial, backend = (
-                _try(name, model, batch, reference, threshold, tolerance, device, threads, repeats)
-                if name != "fp32" else (Trial("fp32", 0.0, True, _time(reference_backend, batch, repeats), True),
-                                        reference_backend)
+                _try(name, model, batch, reference, threshold, tolerance, device, threads)
+                if name != "fp32" else (Trial("fp32", 0.0, True, None, True), reference_backend)
             )
             trials.append(trial)
             if backend is not None and trial.accepted:
                 backends[name] = backend
+        fastest = _race(backends, batch, repeats)
+        for trial in trials:
+            trial.seconds_per_image = fastest.get(trial.name)
         winner = min((t for t in trials if t.accepted), key=lambda t: t.seconds_per_image)
         if use_cache:
             write_cache(key, {"backend": winner.name, "trials": [dataclasses.asdict(t) for t in trials],
@@ -313,7 +321,7 @@ def choose_backend(
             trials.append(Trial("fp32", 0.0, True, None, True))
             return reference_backend, BackendChoice("fp32", "cached" if cached and cached["backend"] == "fp32" else "default",
                                                     tolerance, size, trials)
-        trial, backend = _try(name, model, batch, reference, threshold, tolerance, device, threads, repeats=0)
+        trial, backend = _try(name, model, batch, reference, threshold, tolerance, device, threads)
         trials.append(trial)
         if backend is not None and trial.accepted:
             how = "cached" if cached and name == cached["backend"] else "default"
@@ -347,15 +355,19 @@ def _machine_signature(device: torch.device) -> str:
 
 
 def cache_key(model: LoadedModel, device: torch.device, batch_size: int, threads: int | None) -> str:
-    """Everything the speed ranking depends on: weights, device and machine, batch size, threads, versions."""
+    """Everything the speed ranking depends on: weights and current exports, device and machine, batch size,
+    threads, versions."""
     try:
         import onnxruntime
 
         ort_version = onnxruntime.__version__
     except ImportError:
         ort_version = None
+    exports = {name: (model.info.exports.get(name) or {}).get("sha256") for name in ("onnx", "torchscript")
+               if export_is_current(model, name)[0]}
     parts = {
         "model": file_digest(model.path),
+        "exports": exports,  # a new export must get its chance
         "device": str(device),
         "machine": _machine_signature(device),
         "cpus": os.cpu_count(),
