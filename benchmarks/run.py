@@ -26,7 +26,7 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks.common import OUT_DIR, BenchContext, Section, machine
+from benchmarks.common import OUT_DIR, BenchContext, Row, Section, machine
 
 SECTIONS = {
     "preprocessing": "benchmarks.bench_preprocessing",
@@ -45,8 +45,8 @@ def _fmt(value: float | None) -> str:
     return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
 
 
-def table(sections: list[Section]) -> str:
-    """A plain-text table of every row (also what docs/performance.md shows)."""
+def table(sections: list[Section], markdown: bool = False) -> str:
+    """Every row as a plain-text table (printed) or a Markdown table (``results.md``, docs/performance.md)."""
     import pandas as pd
 
     records = []
@@ -63,7 +63,21 @@ def table(sections: list[Section]) -> str:
             })
     if not records:
         return "(no rows)"
-    return pd.DataFrame.from_records(records).to_string(index=False)
+    frame = pd.DataFrame.from_records(records)
+    if markdown:
+        lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+        lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+        return "\n".join(lines)
+    return frame.to_string(index=False)
+
+
+def sections_from(results: dict) -> list[Section]:
+    """``Section`` objects back from a results.json (to redraw the table of every section run so far)."""
+    out = []
+    for data in results.get("sections", {}).values():
+        rows = [Row(**row) for row in data.get("rows", [])]
+        out.append(Section(data["name"], data["title"], rows, data.get("details", {}), data.get("seconds")))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="repeats behind each median (default 5)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
     args = parser.parse_args(argv)
+    from monai_fracture.commands.score import import_monai_without_deploy
+
+    import_monai_without_deploy()  # as the score CLI does: no holoscan/cupy in the measured process
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("highdicom", "monai_fracture.scoring.runner", "monai_fracture.model_package"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -104,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     args.out.write_text(json.dumps(results, indent=1, default=str) + "\n")
     info = results["machine"]
+    header = (f"Machine: {info['cpu']}, {info['usable_cpus']} usable CPUs, torch threads {info['torch_threads']}, "
+              f"GPU {info['gpu'] or 'none'}; device {args.device}; torch {info['versions']['torch']}, "
+              f"onnxruntime {info['versions']['onnxruntime']}; finished {results['finished']}")
+    args.out.with_suffix(".md").write_text(header + "\n\n" + table(sections_from(results), markdown=True) + "\n")
     print(f"\nmachine: {info['cpu']}, {info['usable_cpus']} usable CPUs, torch threads {info['torch_threads']}, "
           f"GPU {info['gpu'] or 'none'}; device {args.device}{' (quick run)' if args.quick else ''}")
     print(table(done))

@@ -9,7 +9,14 @@ import torch
 
 from monai_fracture.model_package import ModelPackageError
 from monai_fracture.training.checkpoints import latest_checkpoint, resume_checkpoint
-from monai_fracture.training.setup import class_weights, flat_compose, inference_items, init_head
+from monai_fracture.training.setup import (
+    class_weights,
+    flat_compose,
+    inference_items,
+    init_head,
+    prepare_batch,
+    to_device,
+)
 
 
 def test_class_weights_are_inverse_frequency():
@@ -66,3 +73,17 @@ def test_latest_and_resume_checkpoint(tmp_path):
         (tmp_path / f"checkpoint_epoch={n}.pt").write_bytes(b"")
     assert latest_checkpoint(tmp_path).name == "checkpoint_epoch=10.pt"
     assert resume_checkpoint(tmp_path, resume=True).endswith("checkpoint_epoch=10.pt")
+
+
+def test_channels_last_prepare_batch_and_network():
+    from monai.engines.utils import default_prepare_batch
+
+    assert prepare_batch(False) is default_prepare_batch
+    batch = {"image": torch.rand(2, 3, 8, 8), "label": torch.tensor([0, 1]), "path": ["a", "b"]}
+    image, label = prepare_batch(True)(batch, torch.device("cpu"))
+    assert image.is_contiguous(memory_format=torch.channels_last) and torch.equal(image, batch["image"])
+    assert torch.equal(label, batch["label"])
+    volume, _ = prepare_batch(True)({"image": torch.rand(1, 1, 4, 4, 4), "label": torch.tensor([1])})
+    assert volume.is_contiguous(memory_format=torch.channels_last_3d)
+    net = to_device(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten()), "cpu", channels_last=True)
+    assert net[0].weight.is_contiguous(memory_format=torch.channels_last)

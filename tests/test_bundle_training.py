@@ -114,3 +114,15 @@ def test_inference_scores_a_folder_and_matches_the_model_package(trained):
     assert all(int(r["prediction"]) == int(float(r["probability"]) >= model.threshold)
                for r in rows if abs(float(r["probability"]) - model.threshold) > 1e-5)
     assert len({r["path"] for r in rows}) == 6 and all(Path(r["path"]).is_file() for r in rows)
+
+
+def test_training_with_channels_last_produces_a_model(tmp_path):
+    """``--channels_last True`` (what GPU users pair with ``--amp True``): NHWC network and inputs."""
+    run_bundle("training", "train.json", tmp_path, *TINY, "--max_epochs", "1", "--channels_last", "True")
+    weights = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    # the network trained in channels_last layout (torch.save keeps the strides)
+    assert weights["_conv_stem.weight"].is_contiguous(memory_format=torch.channels_last)
+    model = load_model(tmp_path)
+    probability = model.predict_proba(torch.rand(2, 3, 96, 96))
+    assert probability.shape == (2,) and ((probability >= 0) & (probability <= 1)).all()
+    assert 0.0 <= model.threshold <= 1.0

@@ -104,15 +104,27 @@ def choose_threshold(
         j = tpr - fpr
         best = int(np.argmax(j))  # thresholds decrease along the curve: the first maximum is the highest threshold
         return ThresholdChoice(
-            float(thresholds[best]),
+            _between_scores(thresholds, best),
             f"maximise Youden's J on validation (J={j[best]:.4f}; ties -> higher threshold)",
         )
     meets = np.flatnonzero(tpr >= target_sensitivity)
     best = int(meets[0])
     return ThresholdChoice(
-        float(thresholds[best]),
+        _between_scores(thresholds, best),
         f"highest threshold with validation sensitivity >= {target_sensitivity:g} (got {tpr[best]:.4f})",
     )
+
+
+def _between_scores(thresholds: np.ndarray, index: int) -> float:
+    """The midpoint between the chosen operating point's score and the next lower validation score.
+
+    ROC thresholds are the validation scores themselves, so the chosen one sits exactly on an
+    image: any 1e-7 change (another backend, another machine) would flip that image's decision.
+    The midpoint makes the same decision for every validation image and keeps a margin.
+    """
+    upper = float(thresholds[index])
+    lower = float(thresholds[index + 1]) if index + 1 < len(thresholds) else 0.0
+    return (upper + lower) / 2.0
 
 
 def _safe_div(num: float, den: float) -> float:

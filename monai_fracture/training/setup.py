@@ -103,6 +103,39 @@ def to_device(network: torch.nn.Module, device: str | torch.device, channels_las
     return network
 
 
+def memory_format_for(tensor: torch.Tensor) -> torch.memory_format | None:
+    """``channels_last`` for a 4-D (N, C, H, W) batch, ``channels_last_3d`` for 5-D, else None."""
+    return {4: torch.channels_last, 5: torch.channels_last_3d}.get(tensor.ndim)
+
+
+class ChannelsLastBatch:
+    """A trainer/evaluator ``prepare_batch``: MONAI's default, then the image in channels_last layout.
+
+    Pairs with :func:`to_device` ``channels_last=True`` so convolutions get NHWC (NDHWC) inputs
+    and weights alike; labels and other keys are left as they are. Values are unchanged.
+    """
+
+    def __call__(self, batchdata: Any, device: str | torch.device | None = None, non_blocking: bool = False,
+                 **kwargs: Any) -> Any:
+        from monai.engines.utils import default_prepare_batch
+
+        prepared = default_prepare_batch(batchdata, device, non_blocking, **kwargs)
+        if isinstance(prepared, tuple) and isinstance(prepared[0], torch.Tensor):
+            memory_format = memory_format_for(prepared[0])
+            if memory_format is not None:
+                return (prepared[0].contiguous(memory_format=memory_format), *prepared[1:])
+        return prepared
+
+
+def prepare_batch(channels_last: bool = False) -> Callable[..., Any]:
+    """The engines' ``prepare_batch``: MONAI's ``default_prepare_batch``, or :class:`ChannelsLastBatch`."""
+    if channels_last:
+        return ChannelsLastBatch()
+    from monai.engines.utils import default_prepare_batch
+
+    return default_prepare_batch
+
+
 def flat_compose(*parts: Any) -> Compose:
     """One flat ``Compose`` from transforms and Composes, so CacheDataset caches up to the first random one."""
     transforms: list[Any] = []
