@@ -34,7 +34,11 @@ def test_youden_picks_the_best_operating_point():
     labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     choice = choose_threshold(probs, labels)
     # at 0.7: sensitivity 3/4, specificity 4/4 -> J = 0.75; at 0.4: 4/4 and 3/4 -> J = 0.75 too
-    assert choice.threshold == pytest.approx(0.7), "ties must go to the higher threshold"
+    # ties go to the higher operating point (0.7); the threshold sits midway to the next lower
+    # score (0.6), so no validation image lies on it and a 1e-7 change cannot flip a decision
+    assert choice.threshold == pytest.approx(0.65), "ties must go to the higher threshold"
+    assert not np.any(np.isclose(probs, choice.threshold))
+    assert np.array_equal(probs >= choice.threshold, probs >= 0.7)
     assert "Youden" in choice.rule
     scores = binary_scores(probs, labels, choice.threshold)
     assert scores["sensitivity"] == pytest.approx(0.75)
@@ -45,7 +49,7 @@ def test_target_sensitivity_rule_and_degenerate_validation():
     probs = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
     labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     choice = choose_threshold(probs, labels, rule="target_sensitivity", target_sensitivity=1.0)
-    assert choice.threshold == pytest.approx(0.4)
+    assert choice.threshold == pytest.approx(0.35)  # midway between 0.4 and the next lower score 0.3
     assert binary_scores(probs, labels, choice.threshold)["sensitivity"] == 1.0
     single = choose_threshold([0.2, 0.9], [1, 1])
     assert single.threshold == 0.5 and "one class" in single.rule
