@@ -11,6 +11,7 @@ Command line: ``python -m monai_fracture.export MODEL_DIR_OR_BUNDLE [--format on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 from collections.abc import Sequence
 from os import PathLike
@@ -50,6 +51,21 @@ def _torch_network(model: LoadedModel) -> torch.nn.Module:
     return prepare_for_export(model.network).cpu()
 
 
+@contextlib.contextmanager
+def _quiet_exporter_logs():
+    """The dynamo exporter logs a warning per missing torchvision op and onnx_ir an INFO per pass."""
+    names = ("torch.onnx._internal.exporter._registration", "onnx_ir", "onnxscript")
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [item.level for item in loggers]
+    for item in loggers:
+        item.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for item, level in zip(loggers, levels):
+            item.setLevel(level)
+
+
 def export_onnx(
     network: torch.nn.Module,
     path: str | PathLike,
@@ -62,7 +78,7 @@ def export_onnx(
     network = network.eval()
     batch = torch.export.Dim("batch", min=1, max=1024)
     kwargs = {"opset_version": opset_version} if opset_version else {}
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_exporter_logs():
         program = torch.onnx.export(
             network, (example,), dynamo=True, input_names=["image"], output_names=["logits"],
             dynamic_shapes={"inputs": {0: batch}}, verbose=False, **kwargs,
