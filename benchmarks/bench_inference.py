@@ -105,6 +105,15 @@ def run(ctx: BenchContext, model_path: Path | None = None, variants=VARIANTS, ba
             "max_abs_difference": difference, "decisions_identical": identical, "decision_flips": flips},
             target="|dP| <= 1e-3, same decisions", passed=acceptable))
         logger.info("%s: %.1f img/s, max |dP| %.2e, flips %d", name, rows[-1].median, difference, flips)
+    # images per network call: the same 16 images, fed 1 or 4 at a time (scoring measures this too)
+    for name in ("fp32", "onnx"):
+        if name not in details["variants"] or "unavailable" in details["variants"][name]:
+            continue
+        backend = build_backend(name, model, ctx.device, threads=torch.get_num_threads())
+        for size in (1, 4):
+            backend.micro_batch = size
+            timing = measure(lambda: backend.predict_proba(batch), repeats=ctx.repeats, warmup=1)
+            rows.append(Row.rate(f"{name}, {size} image(s) per call", timing, len(batch), baseline="fp32"))
     base = next((r for r in rows if r.case == "fp32"), None)
     for row in rows:
         if base is not None:

@@ -182,3 +182,18 @@ def test_score_records_the_backend_and_agrees_with_fp32(tmp_path):
     difference = np.abs(scored.probability.astype(float).to_numpy() - reference.probability.astype(float).to_numpy())
     assert difference.max() <= 1e-3
     assert list(scored.prediction) == list(reference.prediction)
+
+
+def test_images_per_call_is_measured_on_long_cpu_runs_and_keeps_values(model_dir, batch):
+    model = load_model(model_dir)
+    threshold = _threshold(model, batch)
+    short_backend, short = choose_backend(model, batch, threshold, expected_images=len(batch))
+    assert short.micro_batch is None and short.micro_batch_seconds_per_image == {}
+    backend, choice = choose_backend(model, batch, threshold, expected_images=100 * len(batch))
+    tried = choice.micro_batch_seconds_per_image
+    assert set(tried) == {"1", "2", "4", str(len(batch))}
+    assert choice.micro_batch == backend.micro_batch == int(min(tried, key=tried.get))
+    whole = short_backend.predict_proba(batch)
+    for size in (1, 3, len(batch)):
+        backend.micro_batch = size
+        assert np.max(np.abs(backend.predict_proba(batch) - whole)) < 1e-5

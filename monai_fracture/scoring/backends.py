@@ -57,10 +57,17 @@ class Backend:
     device: torch.device
     memory_format: torch.memory_format | None = None
     autocast_dtype: torch.dtype | None = None
+    micro_batch: int | None = None  # the network sees at most this many images per call
 
     @torch.no_grad()
     def predict_proba(self, batch: torch.Tensor) -> np.ndarray:
         """P(fracture) = softmax(logits)[:, 1] as float32 numpy."""
+        size = self.micro_batch
+        if size and len(batch) > size:
+            return np.concatenate([self._predict(batch[i : i + size]) for i in range(0, len(batch), size)])
+        return self._predict(batch)
+
+    def _predict(self, batch: torch.Tensor) -> np.ndarray:
         batch = batch.float()
         if self.name != "onnx":
             batch = batch.to(self.device, non_blocking=True)
@@ -200,6 +207,8 @@ class BackendChoice:
     tolerance: float
     batch_size: int
     trials: list[Trial] = field(default_factory=list)
+    micro_batch: int | None = None
+    micro_batch_seconds_per_image: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -253,6 +262,27 @@ def _try(name: str, model: LoadedModel, batch: torch.Tensor, reference: np.ndarr
     return trial, backend
 
 
+MICRO_BATCHES = (1, 2, 4, 8)
+
+
+def _best_micro_batch(backend: Backend, batch: torch.Tensor, rounds: int = 2) -> tuple[int, dict[str, float]]:
+    """The per-call image count that runs ``batch`` fastest on this CPU.
+
+    Measured here: EfficientNet at 320 px ran 208 img/s at batch 1 against 153 at batch 16 on
+    ONNX Runtime (44 against 17 in eager PyTorch), because a single image's activations stay in
+    cache. The whole batch is always one candidate, so this never makes things slower.
+    """
+    sizes = sorted({s for s in MICRO_BATCHES if s < len(batch)} | {len(batch)})
+    best = {str(s): float("inf") for s in sizes}
+    for _ in range(rounds):
+        for size in sizes:
+            backend.micro_batch = size
+            best[str(size)] = min(best[str(size)], _time_once(backend, batch))
+    winner = int(min(best, key=best.get))
+    backend.micro_batch = winner
+    return winner, best
+
+
 def choose_backend(
     model: LoadedModel,
     batch: torch.Tensor,
@@ -264,6 +294,7 @@ def choose_backend(
     threads: int | None = None,
     repeats: int = 3,
     use_cache: bool = True,
+    expected_images: int = 0,
 ) -> tuple[Backend, BackendChoice]:
     """The backend to score with, checked against fp32 on ``batch`` (a real preprocessed batch).
 
@@ -271,10 +302,40 @@ def choose_backend(
     fp32 is still measured and a breach of ``tolerance`` is logged as a warning. ``auto`` uses
     the cached choice for this model/device/machine/batch size, else measures every candidate
     when ``measure`` (and caches the winner), else takes the first of ``DEFAULT_ORDER`` that
-    agrees with fp32.
+    agrees with fp32. On a CPU, when the run is long enough (``measure`` or ``expected_images``
+    at least four batches), the number of images per network call is measured too
+    (``micro_batch``; cached with a measured choice).
     """
     device = torch.device(device if device is not None else model.device)
     batch = torch.as_tensor(batch).as_subclass(torch.Tensor) if hasattr(batch, "as_tensor") else batch
+    backend, choice = _choose(model, batch, threshold, requested, device, measure, tolerance, threads, repeats,
+                              use_cache)
+    if device.type != "cpu" or len(batch) < 2:
+        return backend, choice
+    key = cache_key(model, device, len(batch), threads)
+    entry = read_cache().get(key) if use_cache else None
+    if choice.how == "cached" and entry and entry.get("micro_batch"):
+        backend.micro_batch = int(entry["micro_batch"])
+    elif measure or expected_images >= 4 * len(batch):
+        backend.micro_batch, choice.micro_batch_seconds_per_image = _best_micro_batch(backend, batch)
+        if choice.how == "measured" and entry is not None:
+            write_cache(key, {**entry, "micro_batch": backend.micro_batch})
+    choice.micro_batch = backend.micro_batch
+    return backend, choice
+
+
+def _choose(
+    model: LoadedModel,
+    batch: torch.Tensor,
+    threshold: float,
+    requested: str = "auto",
+    device: str | torch.device | None = None,
+    measure: bool = False,
+    tolerance: float = DEFAULT_TOLERANCE,
+    threads: int | None = None,
+    repeats: int = 3,
+    use_cache: bool = True,
+) -> tuple[Backend, BackendChoice]:
     size = int(batch.shape[0])
     if model.format != "pytorch":
         return build_backend(model.format, model, device, threads), BackendChoice(model.format, "native", tolerance, size)

@@ -97,6 +97,7 @@ class Classifier:
         # How the network runs (scoring.backends): picked on the first batch, fp32 checked.
         self.requested_backend = backend
         self.measure_backend = False
+        self.expected_images = 0
         self.backend = None
         self.backend_choice = None
 
@@ -131,6 +132,7 @@ class Classifier:
     def plan_backend(self, expected_images: int, min_images_to_measure: int = 1000) -> None:
         """Let ``auto`` time every backend on the first batch when the run is long enough to repay it."""
         self.measure_backend = expected_images >= min_images_to_measure
+        self.expected_images = expected_images
 
     def select_backend(self, batch: torch.Tensor) -> None:
         """Choose (or build the requested) backend, checking it against fp32 on this batch."""
@@ -138,9 +140,10 @@ class Classifier:
 
         self.backend, self.backend_choice = choose_backend(
             self.model, batch, self.threshold, requested=self.requested_backend, device=self.device,
-            measure=self.measure_backend, threads=torch.get_num_threads(),
+            measure=self.measure_backend, threads=torch.get_num_threads(), expected_images=self.expected_images,
         )
-        logger.info("%s runs on backend %s (%s)", self.model_id, self.backend.name, self.backend_choice.how)
+        logger.info("%s runs on backend %s (%s), %s image(s) per call", self.model_id, self.backend.name,
+                    self.backend_choice.how, self.backend.micro_batch or len(batch))
 
     @torch.no_grad()
     def predict(self, batch: torch.Tensor) -> np.ndarray:
