@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import BenchContext, Row, Section, Timing, machine
+from benchmarks.common import BenchContext, Row, Section, Timing, machine, standalone
 
 logger = logging.getLogger("benchmarks.bench_cold_start")
 
@@ -207,35 +207,11 @@ def run(ctx: BenchContext) -> Section:
                    rows=rows, details=details)
 
 
-def _print(section: Section) -> None:
-    print(section.title)
-    print(f"{'case':42s} {'median':>8s} {'min':>8s} {'max':>8s}  ratio")
-    for row in section.rows:
-        ratio = "" if row.ratio is None else f"{row.ratio:5.2f}x"
-        print(f"{row.case:42s} {row.median:8.2f} {row.low:8.2f} {row.high:8.2f}  {ratio}")
+def main(argv: list[str] | None = None) -> None:
+    section = standalone(__doc__.splitlines()[0], lambda ctx, args: run(ctx), argv)
     print("breakdown (s), one instrumented run:")
     for key, value in section.details["breakdown_s"].items():
         print(f"  {key:34s} {value:8.3f}")
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", type=Path, default=None, help="write the section as JSON here")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    ctx = BenchContext(repeats=args.repeats, quick=args.quick)
-    started = time.perf_counter()
-    section = run(ctx)
-    section.seconds = time.perf_counter() - started
-    _print(section)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(section.to_dict(), indent=2, default=str))
-
 
 if __name__ == "__main__":
     main()

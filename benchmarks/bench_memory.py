@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.common import BenchContext, Row, Section, Timing, machine
+from benchmarks.common import BenchContext, Row, Section, Timing, machine, standalone
 
 logger = logging.getLogger("benchmarks.bench_memory")
 
@@ -248,34 +248,12 @@ def run(ctx: BenchContext, workers: int = WORKERS) -> Section:
                    rows=rows, details=details)
 
 
-def _print(section: Section) -> None:
-    print(section.title)
-    print(f"{'case':18s} {'metric':24s} {'median':>9s} {'min':>9s} {'max':>9s} unit  ratio")
-    for row in section.rows:
-        ratio = "" if row.ratio is None else f"{row.ratio:5.3f} (target {row.target}: {'ok' if row.passed else 'FAIL'})"
-        print(f"{row.case:18s} {row.metric:24s} {row.median:9.1f} {row.low:9.1f} {row.high:9.1f} {row.unit:4s}  {ratio}")
-
-
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-    import json
+    def add_arguments(parser) -> None:
+        parser.add_argument("--workers", type=int, default=WORKERS, help="--workers of the scored CLI")
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--workers", type=int, default=WORKERS, help="--workers of the scored CLI")
-    parser.add_argument("--json", type=Path, default=None, help="write the section as JSON here")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    ctx = BenchContext(repeats=args.repeats, quick=args.quick)
-    started = time.perf_counter()
-    section = run(ctx, workers=args.workers)
-    section.seconds = time.perf_counter() - started
-    _print(section)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(section.to_dict(), indent=2, default=str))
-
+    standalone(__doc__.splitlines()[0], lambda ctx, args: run(ctx, workers=args.workers), argv, repeats=2,
+               add_arguments=add_arguments)
 
 if __name__ == "__main__":
     main()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import BenchContext, Row, Section, Timing, machine, measure
+from benchmarks.common import BenchContext, Row, Section, Timing, machine, measure, standalone
 
 logger = logging.getLogger("benchmarks.bench_preprocessing")
 
@@ -173,35 +173,11 @@ def run(ctx: BenchContext, only: list[str] | None = None) -> Section:
                    details=details)
 
 
-def _print(section: Section) -> None:
-    print(section.title)
-    print(f"{'case':28s} {'median':>9s} {'min':>9s} {'max':>9s}  ratio")
-    for row in section.rows:
-        ratio = "" if row.ratio is None else f"{row.ratio:5.2f}x"
-        print(f"{row.case:28s} {row.median:9.1f} {row.low:9.1f} {row.high:9.1f}  {ratio}")
-
-
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-    import json
-    import time
+    def add_arguments(parser) -> None:
+        parser.add_argument("--only", nargs="*", choices=list(SYNTAXES), help="only these transfer syntaxes")
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", nargs="*", choices=list(SYNTAXES), help="only these transfer syntaxes")
-    parser.add_argument("--json", type=Path, default=None, help="write the section as JSON here")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    ctx = BenchContext(repeats=args.repeats, quick=args.quick)
-    started = time.perf_counter()
-    section = run(ctx, args.only)
-    section.seconds = time.perf_counter() - started
-    _print(section)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(section.to_dict(), indent=2, default=str))
-
+    standalone(__doc__.splitlines()[0], lambda ctx, args: run(ctx, args.only), argv, add_arguments=add_arguments)
 
 if __name__ == "__main__":
     main()

@@ -147,3 +147,45 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "logical_cpus": os.cpu_count(), "usable_cpus": affinity,
             "torch_threads": torch.get_num_threads(), "gpu": gpu, "platform": platform.platform(),
             "versions": versions}
+
+
+def print_section(section: Section) -> None:
+    """The rows of one section as a plain table (``benchmarks.run`` prints all sections together)."""
+    print(section.title)
+    width = max([len(row.case) for row in section.rows] + [4])
+    print(f"{'case':{width}s} {'median':>10s} {'min':>10s} {'max':>10s} unit    ratio")
+    for row in section.rows:
+        ratio = "" if row.ratio is None else f"{row.ratio:.3f}"
+        if row.target:
+            ratio += f" (target {row.target}: {'ok' if row.passed else 'FAIL'})"
+        print(f"{row.case:{width}s} {row.median:10.3f} {row.low:10.3f} {row.high:10.3f} {row.unit:7s} {ratio}")
+
+
+def standalone(description: str, run: Callable[[BenchContext, Any], Section], argv: list[str] | None = None,
+               repeats: int = 5, add_arguments: Callable[[Any], None] | None = None) -> Section:
+    """``python -m benchmarks.bench_X``: one section on its own, printed and optionally saved as JSON.
+
+    ``run(ctx, args)`` gets the parsed arguments (``--repeats``, ``--quick``, ``--json`` plus
+    whatever ``add_arguments(parser)`` added).
+    """
+    import argparse
+    import json
+    import logging
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="write the section as JSON here")
+    if add_arguments is not None:
+        add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    ctx = BenchContext(repeats=args.repeats, quick=args.quick)
+    started = time.perf_counter()
+    section = run(ctx, args)
+    section.seconds = time.perf_counter() - started
+    print_section(section)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(section.to_dict(), indent=2, default=str))
+    return section

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.common import BenchContext, Row, Section, Timing
+
 logger = logging.getLogger("benchmarks.score_folder")
 
 
@@ -183,10 +185,8 @@ def measure_scoring(files: list[Path], data_dir: Path, model_path: Path, *, batc
     }
 
 
-def run(ctx) -> "Section":
+def run(ctx: BenchContext) -> Section:
     """The ``scoring`` section of ``make bench`` (2048^2 DX; 500 files, 64 with ``--quick``)."""
-    from benchmarks.common import Row, Section, Timing
-
     started = time.perf_counter()
     n = 64 if ctx.quick else 500
     data_dir = ctx.data_dir / "score_folder_2048"

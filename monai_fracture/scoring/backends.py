@@ -324,18 +324,10 @@ def choose_backend(
     return backend, choice
 
 
-def _choose(
-    model: LoadedModel,
-    batch: torch.Tensor,
-    threshold: float,
-    requested: str = "auto",
-    device: str | torch.device | None = None,
-    measure: bool = False,
-    tolerance: float = DEFAULT_TOLERANCE,
-    threads: int | None = None,
-    repeats: int = 3,
-    use_cache: bool = True,
-) -> tuple[Backend, BackendChoice]:
+def _choose(model: LoadedModel, batch: torch.Tensor, threshold: float, requested: str, device: torch.device,
+            measure: bool, tolerance: float, threads: int | None, repeats: int,
+            use_cache: bool) -> tuple[Backend, BackendChoice]:
+    """``choose_backend`` up to the backend itself (the images-per-call step comes after)."""
     size = int(batch.shape[0])
     if model.format != "pytorch":
         return build_backend(model.format, model, device, threads), BackendChoice(model.format, "native", tolerance, size)
