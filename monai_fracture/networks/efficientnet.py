@@ -106,6 +106,14 @@ class EfficientNetLite(EfficientNet):
         )
         self.model_name = model_name
         self.set_swish(True)
+        # TorchScript compiles the squeeze-excitation branch of every block even though Lite never
+        # takes it: give it parameter-free stand-ins (MONAI does the same for ``_expand_conv``).
+        for stage in self._blocks:
+            for block in stage:
+                if not block.has_se:
+                    for name in ("_se_adaptpool", "_se_reduce", "_se_reduce_padding", "_se_expand",
+                                 "_se_expand_padding"):
+                        setattr(block, name, nn.Identity())
 
     def set_swish(self, memory_efficient: bool = True) -> None:
         """Lite has no swish: every activation is ReLU6, which trains and exports as is."""
@@ -173,8 +181,8 @@ def build_network(
 def prepare_for_export(net: nn.Module) -> nn.Module:
     """Switch MONAI's memory-efficient swish (a custom autograd function) to plain swish.
 
-    The memory-efficient swish neither traces to TorchScript nor exports to ONNX; plain swish
-    computes the same values. Call before ``torch.jit.trace`` / ``torch.onnx.export``.
+    The memory-efficient swish neither scripts nor traces to TorchScript nor exports to ONNX; plain
+    swish computes the same values. Call before ``torch.jit.script`` / ``trace`` / ``torch.onnx.export``.
     Returns the same network, in eval mode.
     """
     for module in net.modules():
