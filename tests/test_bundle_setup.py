@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pydicom
 import pytest
 import torch
 
-from monai_fracture.model_package import ModelPackageError
+from monai_fracture.model_package import ModelInfo, ModelPackageError
 from monai_fracture.training.checkpoints import latest_checkpoint, resume_checkpoint
 from monai_fracture.training.setup import (
     class_weights,
     flat_compose,
-    inference_items,
     init_head,
     prepare_batch,
     to_device,
@@ -28,21 +29,51 @@ def test_class_weights_are_inverse_frequency():
         class_weights([{"label": 0}] * 3)
 
 
-def test_inference_items_from_folder_file_and_datalist(tmp_path):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "x.png").write_bytes(b"png")
-    (tmp_path / "a" / "IM0001").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 16)  # extensionless DICOM
-    (tmp_path / "a" / "notes").write_bytes(b"plain text, no preamble")
-    (tmp_path / "labels.csv").write_text("path,label\n")
-    found = [item["image"] for item in inference_items(input_path=str(tmp_path))]
-    assert found == [str((tmp_path / "a" / "IM0001").resolve()), str((tmp_path / "a" / "x.png").resolve())]
-    assert inference_items(input_path=str(tmp_path / "a" / "x.png")) == [{"image": str((tmp_path / "a" / "x.png").resolve())}]
+def test_inference_plan_scores_images_and_gives_every_other_file_a_reason(tmp_path):
+    from monai_fracture.data import generate_demo_dataset
+    from monai_fracture.reports import ImageResult
+    from monai_fracture.reports.study import write_study_outputs_from_files
+    from monai_fracture.training.inference_inputs import inference_plan
+
+    demo = tmp_path / "in"
+    generate_demo_dataset(demo, n=2, modality="xr", seed=1)
+    dicoms = sorted(demo.rglob("*.dcm"))
+    first = pydicom.dcmread(dicoms[0], stop_before_pixels=True)
+    result = ImageResult((str(first.SOPInstanceUID),), 0.9, 0.5, str(first.SeriesInstanceUID))
+    (sr,) = [p for p in write_study_outputs_from_files([dicoms[0]], [result], ModelInfo(), demo / "reports")
+             if p.name.startswith("SR")]
+    (demo / "notes").write_bytes(b"plain text, no preamble")
+    items, skipped = inference_plan(dataset_dir=str(demo))
+    assert sorted(item["image"] for item in items) == sorted(str(p) for p in dicoms)
+    reasons = {Path(row["path"]).name: (row["status"], row["reason"]) for row in skipped}
+    assert reasons[sr.name][0] == "skipped" and "image" in reasons[sr.name][1].lower(), reasons[sr.name]
+    assert reasons["notes"] == ("skipped", "not an image file")
+    assert reasons["labels.csv"] == ("skipped", "not an image file")
+    # a single file, and a datalist with relative and absolute paths
+    assert inference_plan(dataset_dir=str(dicoms[0]))[0] == [{"image": str(dicoms[0])}]
     datalist = tmp_path / "list.json"
     datalist.write_text(json.dumps({"testing": [{"image": "a/x.png"}], "training": [{"image": "/abs/y.dcm", "label": 1}]}))
-    assert inference_items(datalist=str(datalist), datalist_key="testing") == [{"image": str(tmp_path / "a" / "x.png")}]
-    assert len(inference_items(datalist=str(datalist))) == 2
-    with pytest.raises(FileNotFoundError, match="input path not found"):
-        inference_items(input_path=str(tmp_path / "missing"))
+    assert inference_plan(datalist=str(datalist), datalist_key="testing")[0] == [{"image": str(tmp_path / "a" / "x.png")}]
+    assert len(inference_plan(datalist=str(datalist))[0]) == 2
+
+
+def test_inference_plan_fails_loudly_on_missing_empty_and_unconfigured_inputs(tmp_path):
+    from monai_fracture.training.inference_inputs import inference_plan
+
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'missing'}: dataset_dir not found"):
+        inference_plan(dataset_dir=str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=f"{tmp_path / 'empty'}: dataset_dir is empty"):
+        inference_plan(dataset_dir=str(tmp_path / "empty"))
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "a.txt").write_text("x")
+    with pytest.raises(ValueError, match="no image the model can score among 1 files"):
+        inference_plan(dataset_dir=str(tmp_path / "text"))
+    with pytest.raises(FileNotFoundError, match="nolist.json: datalist not found"):
+        inference_plan(datalist=str(tmp_path / "nolist.json"))
+    with pytest.raises(ValueError, match="needs dataset_dir"):
+        inference_plan()
+    assert not list(tmp_path.glob("*demo*")), "nothing generated without synthetic=True"
 
 
 def test_init_head_gives_small_logits():

@@ -10,9 +10,9 @@ from monai_fracture.data.datalist import (
     fracatlas_items,
     items_from_table,
     load_datalist,
-    resolve_datalist,
     write_datalist,
 )
+from monai_fracture.data.resolve import resolve_datalist
 from monai_fracture.data.leakage import HashCache, LeakageError, find_leaks
 from monai_fracture.data.split import assign_groups, split_items, split_summary
 from monai_fracture.data.synthetic import generate_demo_dataset

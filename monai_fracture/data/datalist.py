@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -403,65 +402,3 @@ def items_from_layout(dataset_dir: str | os.PathLike, layout: str) -> list[dict]
         if layout == "csv" and cols & set(IMAGE_COLUMNS):
             return csv_items(csv)
     raise ValueError(f"{root}: no items for layout {layout!r}")
-
-
-def _demo_ready(folder: Path, modality: str, seed: int) -> bool:
-    from monai_fracture.data.synthetic import MANIFEST
-
-    manifest = folder / MANIFEST
-    if not manifest.is_file() or not (folder / "labels.csv").is_file():
-        return False
-    info = json.loads(manifest.read_text())
-    return info.get("modality") == modality and info.get("seed") == seed
-
-
-def resolve_datalist(
-    dataset_dir: str | os.PathLike | None = None,
-    datalist: str | os.PathLike | None = None,
-    modality: str = "xr",
-    seed: int = 0,
-    val_fraction: float = 0.2,
-    test_fraction: float = 0.0,
-    cache_dir: str | os.PathLike | None = None,
-    fold: int | None = None,
-    num_folds: int | None = None,
-    check_pixels: bool = True,
-    n: int | None = None,
-) -> dict[str, list[dict]]:
-    """The datalist a bundle trains on: explicit JSON > a dataset folder > the embedded demo set.
-
-    1. ``datalist`` (a JSON file) wins; it is loaded through MONAI and checked for leaks.
-    2. Else ``dataset_dir`` in any known layout is read and split (group-aware, seeded).
-    3. Else (nothing given, or the folder is missing/empty) the synthetic set is generated into
-       ``dataset_dir`` (or ``cache_dir/demo_<modality>_seed<seed>``) once and split.
-    Image paths are absolute. Empty strings count as "not configured" (bundle JSON convenience).
-    """
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    kw = dict(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, fold=fold, num_folds=num_folds)
-    if datalist:
-        loaded = load_datalist(datalist)
-        check_datalist(loaded, check_pixels=check_pixels, cache_dir=cache)
-        log_summary(loaded)
-        return loaded
-    folder = Path(dataset_dir) if dataset_dir else None
-    layout = detect_layout(folder) if folder is not None else None
-    if layout == "datalist":
-        return resolve_datalist(datalist=folder / "datalist.json", cache_dir=cache, check_pixels=check_pixels)
-    if layout is not None:
-        items = items_from_layout(folder, layout)
-        logger.info("%s: %s layout, %d items", folder, layout, len(items))
-        return build_datalist(items, check_pixels=check_pixels, cache_dir=cache, **kw)
-    from monai_fracture.data.synthetic import generate_demo_dataset
-
-    target = folder if folder is not None else cache / f"demo_{modality}_seed{seed}"
-    if not _demo_ready(target, modality, seed):
-        logger.warning("no dataset configured at %s: generating the synthetic demo set (%s, seed %d)", target, modality, seed)
-        # write next to the target and rename when complete: an interrupted run leaves no half set behind
-        partial = target.parent / f".{target.name}.partial-{os.getpid()}"
-        shutil.rmtree(partial, ignore_errors=True)
-        generate_demo_dataset(partial, n=n, modality=modality, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
-        if target.is_dir():
-            target.rmdir()  # empty (detect_layout said so)
-        os.replace(partial, target)
-    items = items_from_table(pd.read_csv(target / "labels.csv"), target, group_from_dicom=False)
-    return build_datalist(items, check_pixels=check_pixels, cache_dir=cache, **kw)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -73,8 +73,14 @@ def write_predictions_csv(
     probs: Sequence[float],
     threshold: float,
     labels: Sequence[int] | None = None,
+    skipped: Sequence[Mapping[str, str]] | None = None,
 ) -> Path:
-    """One row per image: path, probability, prediction (0/1 at ``threshold``), threshold[, label]."""
+    """One row per image: path, probability, prediction (0/1 at ``threshold``), threshold[, label].
+
+    With ``skipped`` (``{"path", "status", "reason"}`` per file that was not scored) the table gets
+    ``status`` and ``reason`` columns and one row per such file, so every input appears once, as in
+    ``monai-fracture score``'s results.csv.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     probs = np.asarray(probs, dtype=np.float64).reshape(-1)
@@ -88,6 +94,12 @@ def write_predictions_csv(
     )
     if labels is not None:
         frame["label"] = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if skipped is not None:
+        frame["status"], frame["reason"] = "scored", ""
+        rows = pd.DataFrame([{"path": r["path"], "threshold": float(threshold), "status": r["status"],
+                              "reason": r["reason"]} for r in skipped], columns=list(frame.columns))
+        frame = pd.concat([frame, rows], ignore_index=True) if len(rows) else frame
+        frame["prediction"] = frame["prediction"].astype("Int64")
     frame.to_csv(path, index=False, float_format="%.6f")
     return path
 

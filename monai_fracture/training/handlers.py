@@ -14,7 +14,7 @@ import json
 from abc import ABC, abstractmethod
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -244,7 +244,11 @@ class EvaluationWriter(_ProbabilityCollector):
 
 
 class PredictionWriter(_ProbabilityCollector):
-    """Write an inference predictions CSV (path, probability, prediction, threshold)."""
+    """Write an inference predictions CSV (path, probability, prediction, threshold, status, reason).
+
+    ``skipped`` lists the input files that were not scored (``{"path", "status", "reason"}``, see
+    ``monai_fracture.training.inference_inputs``); they get a row with their reason.
+    """
 
     def __init__(
         self,
@@ -252,13 +256,16 @@ class PredictionWriter(_ProbabilityCollector):
         threshold: float,
         pred_key: str = "pred",
         image_key: str = "image",
+        skipped: Sequence[Mapping[str, str]] = (),
     ) -> None:
         super().__init__(pred_key, "label", image_key)
         self.output_file = Path(output_file)
         self.threshold = float(threshold)
+        self.skipped = list(skipped)
 
     def _completed(self, engine: Engine) -> None:
         if idist.get_rank() != 0:
             return
-        write_predictions_csv(self.output_file, self.filenames, self.probs, self.threshold)
-        logger.info("wrote %d predictions to %s", len(self.probs), self.output_file)
+        write_predictions_csv(self.output_file, self.filenames, self.probs, self.threshold, skipped=self.skipped)
+        logger.info("wrote %d predictions and %d skipped files to %s", len(self.probs), len(self.skipped),
+                    self.output_file)

@@ -1,56 +1,40 @@
-"""Where the bundle lives, so ``python -m monai.bundle run training`` works from any directory.
+"""Folders the bundle configs use, relative to ``bundle_root``.
 
-MONAI's parser does not tell a config where its file is. We take, in order: the environment
-variable ``MONAI_FRACTURE_BUNDLE_ROOT``; the folder above ``configs/`` of the first
-``--config_file`` on the command line; the bundle shipped in this source checkout; the current
-directory. ``--bundle_root DIR`` on the command line overrides all of this.
+``bundle_root`` follows the MONAI model zoo convention: ``"."`` in the configs (the bundle
+folder when run from there) and ``--bundle_root DIR`` on the command line; nothing is guessed
+from ``sys.argv``, so a ``ConfigParser`` or ``create_workflow`` on a copied bundle resolves
+paths inside that copy.
 """
 
 from __future__ import annotations
 
-import ast
+import logging
 import os
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
-ENV_VAR = "MONAI_FRACTURE_BUNDLE_ROOT"
-BUNDLE_NAME = "fracture_classification"
+logger = logging.getLogger(__name__)
+
+MODEL_INFO = "model_info.json"
 
 
-def _config_files_from_argv(argv: Sequence[str]) -> list[str]:
-    for i, arg in enumerate(argv):
-        value = None
-        if arg == "--config_file" and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith("--config_file="):
-            value = arg.split("=", 1)[1]
-        if value is None:
-            continue
-        value = value.strip()
-        if value.startswith("["):
-            try:
-                return [str(v) for v in ast.literal_eval(value)]
-            except (ValueError, SyntaxError):
-                return []
-        return [value]
-    return []
+def model_dir(bundle_root: str | os.PathLike) -> str:
+    """The model evaluation and inference load: the first folder holding ``model_info.json`` of
 
+    ``bundle_root/models`` (what training writes, and where the model zoo puts ``model.pt``),
+    ``bundle_root/models/fracatlas`` (the shipped real-data model), or the shipped model of the
+    installed package. Without any, ``bundle_root/models`` (loading it then names the folder).
+    """
+    from monai_fracture.bundle_files import shipped_model_dir
 
-def bundle_root_from_config(config_file: str | os.PathLike) -> Path:
-    """The bundle folder of a config file: the parent of ``configs/``, else the file's folder."""
-    folder = Path(config_file).resolve().parent
-    return folder.parent if folder.name == "configs" else folder
-
-
-def default_bundle_root(argv: Sequence[str] | None = None) -> str:
-    """The bundle root for configs that do not get ``--bundle_root`` (see the module docstring)."""
-    if os.environ.get(ENV_VAR):
-        return str(Path(os.environ[ENV_VAR]).resolve())
-    files = _config_files_from_argv(sys.argv if argv is None else argv)
-    if files and Path(files[0]).is_file():
-        return str(bundle_root_from_config(files[0]))
-    checkout = Path(__file__).resolve().parents[2] / "bundles" / BUNDLE_NAME
-    if (checkout / "configs").is_dir():
-        return str(checkout)
-    return str(Path.cwd())
+    models = Path(bundle_root) / "models"
+    candidates = [models, models / "fracatlas"]
+    try:
+        candidates.append(shipped_model_dir())
+    except FileNotFoundError:
+        pass
+    for candidate in candidates:
+        if (candidate / MODEL_INFO).is_file():
+            if candidate != models:
+                logger.info("no model in %s: using %s", models, candidate)
+            return str(candidate)
+    return str(models)

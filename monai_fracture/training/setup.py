@@ -175,69 +175,6 @@ def describe_data(datalists: Mapping[str, Sequence[Mapping[str, Any]]], source: 
     }
 
 
-_IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".nii", ".nii.gz", ".tif", ".tiff", ".bmp")
-
-
-def _looks_like_image(path: Path) -> bool:
-    name = path.name.lower()
-    if name.endswith(_IMAGE_SUFFIXES):
-        return True
-    if path.suffix:  # some other known kind of file (csv, json, txt ...)
-        return False
-    from monai_fracture.io.sniff import has_dicom_preamble
-
-    with open(path, "rb") as handle:
-        return has_dicom_preamble(handle.read(132))
-
-
-def inference_items(
-    input_path: str | None = None,
-    datalist: str | None = None,
-    datalist_key: str | None = None,
-    demo_dir: str | None = None,
-    demo_n: int = 16,
-    modality: str = "xr",
-    seed: int = 2,
-) -> list[dict[str, Any]]:
-    """Items ``{"image": path}`` to score: a datalist JSON (``datalist_key``, else every list in it),
-    a folder (every image file below it, DICOM recognised by its preamble too) or a single file.
-    With none of them but ``demo_dir``, a small synthetic set is generated there (once) and scored."""
-    import json
-
-    if not datalist and not input_path and demo_dir:
-        if not (Path(demo_dir) / "labels.csv").is_file():
-            from monai_fracture.data import generate_demo_dataset
-
-            logger.warning("no input configured: scoring a synthetic demo set generated in %s", demo_dir)
-            generate_demo_dataset(demo_dir, n=demo_n, modality=modality, seed=seed)
-        input_path = demo_dir
-
-    if datalist:
-        data = json.loads(Path(datalist).read_text())
-        base = Path(datalist).resolve().parent
-        keys = [datalist_key] if datalist_key else [k for k, v in data.items() if isinstance(v, list)]
-        items = []
-        for key in keys:
-            for item in data[key]:
-                image = item["image"] if isinstance(item, Mapping) else item
-                image = image if Path(image).is_absolute() else str(base / image)
-                items.append({"image": image})
-        if not items:
-            raise ValueError(f"{datalist}: no items under {keys}")
-        return items
-    if not input_path:
-        raise ValueError("inference needs input_path (a folder or file) or datalist (a JSON file)")
-    root = Path(input_path)
-    if root.is_file():
-        return [{"image": str(root.resolve())}]
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: input path not found")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and _looks_like_image(p))
-    if not files:
-        raise ValueError(f"{root}: no image files found")
-    return [{"image": str(p.resolve())} for p in files]
-
-
 def network_kwargs(model_dir: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
     """The ``build_network`` kwargs of the model in ``model_dir`` (its model_info.json), else ``defaults``."""
     from monai_fracture.model_package import MODEL_INFO, ModelInfo
@@ -246,3 +183,19 @@ def network_kwargs(model_dir: str, defaults: Mapping[str, Any]) -> dict[str, Any
     if path.is_file():
         return {k: v for k, v in ModelInfo.load(path).network.items() if k != "pretrained"}
     return dict(defaults)
+
+
+def require_iterations(trainer: Any, evaluator: Any | None = None) -> None:
+    """Refuse to start a training run that would do nothing (and exit 0 without a model).
+
+    A training set smaller than one batch (``drop_last``) gives zero iterations; an empty
+    validation set gives no metric to choose the model by. Both are errors naming the sizes.
+    """
+    loader = trainer.data_loader
+    if len(loader) == 0:
+        raise ValueError(
+            f"training would run zero iterations: {len(loader.dataset)} training items with batch_size "
+            f"{loader.batch_size} and drop_last={loader.drop_last}; add data or lower --batch_size"
+        )
+    if evaluator is not None and len(evaluator.data_loader) == 0:
+        raise ValueError("the validation set is empty: add data or raise --val_fraction")
