@@ -25,7 +25,7 @@ BUNDLE_NAME = "fracture_classification"
 SHIPPED_MODEL = Path("models") / "fracatlas"
 #: What a distributed bundle holds (relative to its folder); outputs (models/ of your own
 #: training, logs/, eval/, data/) are left out.
-DISTRIBUTED = ("LICENSE", "large_files.yml", "configs", "docs", "schema", str(SHIPPED_MODEL))
+DISTRIBUTED = ("LICENSE", "configs", "docs", "schema", str(SHIPPED_MODEL))
 
 
 def _installed_bundle() -> Path | None:
