@@ -199,7 +199,7 @@ def run(ctx: BenchContext) -> Section:
     with tempfile.TemporaryDirectory(prefix="bench_training_") as tmp:
         tmp_path = Path(tmp)
         overrides: dict[str, Any] = {
-            "bundle_root": str(tmp_path), "data_root": str(data_root), "synthetic_n": synthetic_n,
+            "bundle_root": str(tmp_path), "data_root": str(data_root), "synthetic": True, "synthetic_n": synthetic_n,
             "check_pixels": False, "image_size": image_size, "batch_size": batch_size, "num_workers": 0,
             "warmup_epochs": 0, "max_epochs": 1, "device": f"$torch.device('{device}')", "amp": amp,
         }

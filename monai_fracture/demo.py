@@ -35,6 +35,8 @@ def train_bundle(extra_overrides: list[str]) -> None:
             "--meta_file", str(BUNDLE / "configs" / "metadata.json"),
             "--config_file", str(BUNDLE / "configs" / "train.json"),
             "--logging_file", str(BUNDLE / "configs" / "logging.conf"),
+            "--bundle_root", str(BUNDLE),
+            "--synthetic", "True",
             *extra_overrides,
         ]
     )

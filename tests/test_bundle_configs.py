@@ -1,4 +1,4 @@
-"""Bundle metadata and configs: offline schema verification, network in/out, bundle_root resolution."""
+"""Bundle metadata and configs: offline schema verification, network in/out (the model zoo steps: test_bundle_zoo.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-
-from monai_fracture.training.paths import ENV_VAR, bundle_root_from_config, default_bundle_root
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "fracture_classification"
@@ -69,22 +67,3 @@ def test_verify_net_in_out(config, tmp_path):
                          "--config_file", str(CONFIGS / config), "--bundle_root", str(tmp_path))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "data shape of network is verified with no error" in result.stdout + result.stderr
-
-
-def test_bundle_root_follows_the_config_file(tmp_path, monkeypatch):
-    monkeypatch.delenv(ENV_VAR, raising=False)
-    train = str(CONFIGS / "train.json")
-    assert default_bundle_root(["x", "run", "training", "--config_file", train]) == str(BUNDLE)
-    listed = str([train, str(CONFIGS / "multi_gpu_train.json")])
-    assert default_bundle_root(["x", "--config_file", listed]) == str(BUNDLE)
-    assert default_bundle_root(["x", f"--config_file={train}"]) == str(BUNDLE)
-    other = tmp_path / "my_bundle" / "configs"
-    other.mkdir(parents=True)
-    (other / "train.json").write_text("{}")
-    assert bundle_root_from_config(other / "train.json") == (tmp_path / "my_bundle").resolve()
-    monkeypatch.chdir(tmp_path)  # relative paths resolve against the working directory
-    assert default_bundle_root(["x", "--config_file", "my_bundle/configs/train.json"]) == str((tmp_path / "my_bundle").resolve())
-    # without a config file on the command line: this checkout's bundle
-    assert default_bundle_root(["x"]) == str(BUNDLE)
-    monkeypatch.setenv(ENV_VAR, str(tmp_path))
-    assert default_bundle_root(["x", "--config_file", train]) == str(tmp_path.resolve())

@@ -20,7 +20,7 @@ CONFIGS = REPO / "bundles" / "fracture_classification" / "configs"
 def test_ct_configuration_trains_a_3d_network(tmp_path):
     configs = str([str(CONFIGS / "train.json"), str(CONFIGS / "train_ct.json")])
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--meta_file", str(CONFIGS / "metadata.json"),
-           "--config_file", configs, "--bundle_root", str(tmp_path), "--synthetic_n", "10", "--image_size", "32",
+           "--config_file", configs, "--bundle_root", str(tmp_path), "--synthetic", "True", "--synthetic_n", "10", "--image_size", "32",
            "--max_epochs", "1", "--check_pixels", "False"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)

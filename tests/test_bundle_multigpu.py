@@ -25,7 +25,7 @@ def test_two_process_ddp_training(tmp_path):
     configs = str([str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")])
     cmd = [torchrun, "--nproc_per_node=2", "--standalone", "-m", "monai.bundle", "run", "training",
            "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", configs, "--bundle_root", str(tmp_path),
-           "--synthetic_n", "24", "--image_size", "48", "--batch_size", "4", "--max_epochs", "2",
+           "--synthetic", "True", "--synthetic_n", "24", "--image_size", "48", "--batch_size", "4", "--max_epochs", "2",
            "--check_pixels", "False"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)

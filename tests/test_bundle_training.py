@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundles" / "fracture_classification" / "configs"
 META = str(CONFIGS / "metadata.json")
 # tiny but real: 48 synthetic radiographs at 96 px, full fine-tuning from ImageNet Lite0
-TINY = ["--synthetic_n", "48", "--val_fraction", "0.25", "--image_size", "96", "--batch_size", "8",
+TINY = ["--synthetic", "True", "--synthetic_n", "48", "--val_fraction", "0.25", "--image_size", "96", "--batch_size", "8",
         "--warmup_epochs", "0", "--head_lr", "0.003", "--backbone_lr", "0.001", "--check_pixels", "False"]
 
 
@@ -84,7 +84,7 @@ def test_resume_continues_from_the_saved_epoch(trained):
 
 def test_evaluate_writes_metrics_predictions_and_plots(trained):
     root, _ = trained
-    run_bundle("evaluating", "evaluate.json", root, "--synthetic_n", "24", "--n_bootstrap", "200",
+    run_bundle("evaluating", "evaluate.json", root, "--synthetic", "True", "--synthetic_n", "24", "--n_bootstrap", "200",
                "--check_pixels", "False")
     info = json.loads((root / "models" / "model_info.json").read_text())
     metrics = json.loads((root / "eval" / "metrics.json").read_text())
@@ -105,9 +105,12 @@ def test_evaluate_writes_metrics_predictions_and_plots(trained):
 
 def test_inference_scores_a_folder_and_matches_the_model_package(trained):
     root, _ = trained
-    run_bundle("inference", "inference.json", root, "--demo_n", "6")
+    run_bundle("inference", "inference.json", root, "--synthetic", "True", "--demo_n", "6")
     with open(root / "eval" / "inference" / "predictions.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
+        table = list(csv.DictReader(handle))
+    rows = [r for r in table if r["status"] == "scored"]
+    # the demo folder's labels.csv, datalist.json ... are listed with a reason, not scored
+    assert all(r["reason"] == "not an image file" and not r["probability"] for r in table if r["status"] != "scored")
     model = load_model(root)
     assert len(rows) == 6
     assert all(float(r["threshold"]) == pytest.approx(model.threshold, abs=1e-6) for r in rows)

@@ -264,13 +264,31 @@ def test_resolve_prefers_explicit_datalist_then_folder_then_demo(demo: Path, tmp
     from_folder = resolve_datalist(str(demo), None, seed=3, val_fraction=0.3, cache_dir=cache)
     _assert_grouped(from_folder)
     assert len(from_folder["training"]) + len(from_folder["validation"]) == 40
-    generated = resolve_datalist(str(tmp_path / "empty"), "", n=12, seed=9, cache_dir=cache)
-    assert (tmp_path / "empty" / "labels.csv").is_file() and detect_layout(tmp_path / "empty") == "labels_csv"
-    assert not list(tmp_path.glob(".empty.partial*"))
+    generated = resolve_datalist(None, "", n=12, seed=9, cache_dir=cache, synthetic=True, synthetic_dir=tmp_path / "gen")
+    assert (tmp_path / "gen" / "labels.csv").is_file() and detect_layout(tmp_path / "gen") == "labels_csv"
+    assert not list(tmp_path.glob(".gen.partial*"))
     assert len(generated["training"]) + len(generated["validation"]) == 12
     assert all(Path(it["image"]).is_absolute() for it in generated["training"])
-    again = resolve_datalist(str(tmp_path / "empty"), "", n=12, seed=9, cache_dir=cache)
+    again = resolve_datalist(None, "", n=12, seed=9, cache_dir=cache, synthetic=True, synthetic_dir=tmp_path / "gen")
     assert again == generated
+
+
+def test_resolve_refuses_missing_or_empty_data_instead_of_generating(tmp_path: Path, cache: Path) -> None:
+    """A mistyped path must not quietly turn into a synthetic run (issue 16)."""
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'typo'}: dataset_dir not found"):
+        resolve_datalist(str(tmp_path / "typo"), None, cache_dir=cache, synthetic=True)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=f"{tmp_path / 'empty'}: dataset_dir is empty"):
+        resolve_datalist(str(tmp_path / "empty"), None, cache_dir=cache)
+    with pytest.raises(FileNotFoundError, match="nolist.json: datalist not found"):
+        resolve_datalist(None, str(tmp_path / "nolist.json"), cache_dir=cache)
+    (tmp_path / "blank.json").write_text(json.dumps({"training": [], "validation": []}))
+    with pytest.raises(ValueError, match="blank.json: the datalist has no items"):
+        resolve_datalist(None, str(tmp_path / "blank.json"), cache_dir=cache)
+    with pytest.raises(ValueError, match="no dataset configured"):
+        resolve_datalist(None, None, cache_dir=cache)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blank.json", "empty"], "nothing generated"
+    assert not any((tmp_path / "empty").iterdir())
 
 
 def test_resolve_from_bundle_config_expression(demo: Path, cache: Path) -> None:
