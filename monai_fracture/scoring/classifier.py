@@ -213,16 +213,24 @@ class Classifier:
 def default_model_path() -> Path | None:
     """The model ``score`` uses without ``--model``: ``$MONAI_FRACTURE_MODEL``, else the bundle's.
 
-    In the bundle, the shipped real-data model (``models/fracatlas/``, trained on FracAtlas)
-    wins over ``models/`` itself, where ``make demo`` puts the synthetic-data model.
+    In the bundle (installed with the package, or this source checkout's), the shipped
+    real-data model (``models/fracatlas/``, trained on FracAtlas) wins over ``models/`` itself,
+    where training with ``--bundle_root`` on the bundle puts a model.
     """
+    from monai_fracture.bundle_files import bundle_path
+
     candidates = []
     env = os.environ.get("MONAI_FRACTURE_MODEL")
     if env:
         candidates.append(Path(env))
-    package_root = Path(__file__).resolve().parents[2]
-    for root in (package_root, Path.cwd()):
-        models = root / "bundles" / "fracture_classification" / "models"
+    bundles = []
+    try:
+        bundles.append(bundle_path())  # the installed package's bundle, else this checkout's
+    except FileNotFoundError:
+        pass
+    bundles.append(Path.cwd() / "bundles" / "fracture_classification")
+    for bundle in bundles:
+        models = bundle / "models"
         candidates += [models / "fracatlas", models]
     for candidate in candidates:
         if candidate.is_file() or (candidate.is_dir() and (candidate / "model_info.json").is_file()):
