@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import sys
 from collections.abc import Sequence
 from importlib import resources
 from os import PathLike
@@ -89,10 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     copy.add_argument("dest", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.command == "copy":
-        print(copy_bundle(args.dest))
-    else:
-        print(bundle_path())
+    folder = copy_bundle(args.dest) if args.command == "copy" else bundle_path()
+    sys.stdout.write(f"{folder}\n")  # the one output of the command, for shell use: B=$(python -m ...)
     return 0
 
 
