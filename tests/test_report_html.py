@@ -122,3 +122,19 @@ def test_chromium_check_sees_console_errors(tmp_path) -> None:
                     "<script>notDefined()</script></body></html>")
     messages = open_in_chromium(page, tmp_path / "broken.png", 400, 300)
     assert messages, "Chromium reported no console message for a page with errors"
+
+
+def test_bad_labels_stop_before_scoring(tmp_path) -> None:
+    """A labels file without the columns the report needs is refused up front, naming the file (exit 2)."""
+    labels = tmp_path / "truth.csv"
+    labels.write_text("file,fractured\na.dcm,1\n")
+    (tmp_path / "in").mkdir()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run(
+        [sys.executable, "-m", "monai_fracture", "score", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+         "--report", "--labels", str(labels)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 2
+    assert f"{labels}: labels need a 'label' column and a 'path' or 'sop_uid' column" in result.stderr
+    assert not (tmp_path / "out").exists()

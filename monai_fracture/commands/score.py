@@ -156,7 +156,9 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
     counts = ", ".join(f"{k} {v}" for k, v in summary.counts.items())
     print(f"{summary.results_csv} ({counts}){' [interrupted]' if summary.interrupted else ''}")
-    if args.report and not summary.interrupted and summary.results_csv.name == "results.csv":
+    if args.report and (summary.interrupted or summary.results_csv.name != "results.csv"):
+        logger.warning("no report.html: the run is %s", "interrupted" if summary.interrupted else "one shard of several")
+    elif args.report:
         from monai_fracture.scoring.report import LabelsError, write_run_report
 
         try:

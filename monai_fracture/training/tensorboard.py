@@ -67,7 +67,7 @@ def _label(value: Any) -> int | None:
 
 def _display(image: torch.Tensor) -> np.ndarray:
     """A normalised network input (C, H, W) as a [0, 1] grey image (channel mean, min-max)."""
-    grey = image.float().mean(dim=0).cpu().numpy()
+    grey = image.detach().float().mean(dim=0).cpu().numpy()
     low, high = float(grey.min()), float(grey.max())
     return (grey - low) / (high - low) if high > low else np.zeros_like(grey)
 
@@ -146,7 +146,7 @@ class GradCAMImageHandler(TensorBoardHandler):
                 parameter.requires_grad_(False)  # no .grad written, no DDP reducer hook fired
             cam = GradCAM(nn_module=network, target_layers=layer)
             with torch.enable_grad():
-                inputs = self._images.to(device).float().requires_grad_(True)
+                inputs = self._images.to(device).float().clone().requires_grad_(True)
                 logits = network(inputs).detach()
                 maps = cam(x=inputs, class_idx=self.class_index)  # (N, 1, H, W) in [0, 1]
         finally:
