@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-APT_PACKAGES ?= dcmtk dicom3tools orthanc orthanc-dicomweb
+APT_PACKAGES ?= dcmtk dicom3tools orthanc orthanc-dicomweb chromium
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
@@ -21,9 +21,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test,deploy]'
 	touch $(STAMP)
 
-# DICOM validators and a real PACS for the tests; skipped quietly where apt is unavailable.
+# DICOM validators, a real PACS and headless Chromium (HTML report) for the tests; skipped quietly where apt is unavailable.
 system-deps:
-	@if command -v dciodvfy >/dev/null && command -v dcmdump >/dev/null && test -x /usr/sbin/Orthanc; then \
+	@if command -v dciodvfy >/dev/null && command -v dcmdump >/dev/null && test -x /usr/sbin/Orthanc && command -v chromium >/dev/null; then \
 	  echo "system packages present"; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null) \

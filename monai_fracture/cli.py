@@ -16,6 +16,12 @@ from collections.abc import Sequence
 
 from monai_fracture import __version__
 
+# What `monai-fracture --help` says to a user (the module docstring is for developers).
+DESCRIPTION = (
+    "DICOM-aware bone fracture classification for radiographs and CT (research use, not a medical device). "
+    "Run `monai-fracture VERB --help` for a verb's options; docs: docs/scoring.md, docs/data.md, docs/deploy.md."
+)
+
 # verb -> module under monai_fracture.commands
 VERBS: dict[str, str] = {
     "demo-data": "demo_data",
@@ -33,7 +39,7 @@ def _verb_help(module_name: str) -> str:
 
 
 def build_parser(verbs: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="monai-fracture", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="monai-fracture", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"monai-fracture {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")

@@ -49,8 +49,10 @@ def score_unseen(out_dir: Path, n_images: int, seed: int) -> dict:
 
     studies = out_dir / "unseen_studies"
     scored = out_dir / "scored"
+    logger.info("step 2/3: writing %d unseen synthetic images (other seed, other patients)", n_images)
     if not (studies / "labels.csv").is_file():
         _run([sys.executable, "-m", "monai_fracture", "demo-data", str(studies), "--n", str(n_images), "--seed", str(seed)])
+    logger.info("step 3/3: scoring them with monai-fracture score and comparing with the ground truth")
     # exit code 1 means "some inputs failed": the demo folder has none, so any non-zero is an error
     _run([sys.executable, "-m", "monai_fracture", "score", str(studies), "--out", str(scored), "--model", str(BUNDLE / "models")])
 
@@ -83,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     if not (args.skip_training and (BUNDLE / "models" / "model.pt").is_file()):
+        logger.info("step 1/3: training the bundle on synthetic DICOM (generated on first use); "
+                    "progress lines show iterations done, rate and ETA")
         train_bundle(args.override)
     trained = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from monai_fracture.data.datalist import load_datalist
     from monai_fracture.data.synthetic import generate_demo_dataset
 
+    logging.getLogger("monai_fracture.progress").setLevel(logging.INFO)  # off a terminal: count, rate, ETA lines
     start = time.perf_counter()
     size = int(args.size) if args.size and args.size.isdigit() else args.size
     table = generate_demo_dataset(

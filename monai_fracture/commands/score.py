@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         help="bundle folder, model folder or model.pt/.ts/.onnx with model_info.json beside it "
-        "(default: bundles/fracture_classification/models)",
+        "(default: $MONAI_FRACTURE_MODEL, else the shipped FracAtlas model "
+        "bundles/fracture_classification/models/fracatlas, else bundles/fracture_classification/models)",
     )
     parser.add_argument("--ct-model", help="model for CT series (volumes); without it CT series are skipped")
     parser.add_argument("--batch-size", type=int, default=16, help="images per model call (default 16)")
@@ -41,8 +42,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-dicom", action="store_true", help="write results.csv and manifest.json only")
     parser.add_argument("--shard", metavar="I/N", help="score shard I of N (0-based; split by study)")
     parser.add_argument("--merge", type=Path, metavar="DIR", help="merge results.shard-*-of-N.csv in DIR and exit")
+    parser.add_argument("--report", action="store_true",
+                        help="also write DIR/report.html: one self-contained page with counts, results table, "
+                        "Grad-CAM thumbnails of the highest P(fracture), and the ROC curve with --labels")
+    parser.add_argument("--labels", type=Path, metavar="CSV",
+                        help="ground truth for --report: CSV with a label column (0/1) and path (relative to "
+                        "the CSV) or sop_uid, e.g. the labels.csv demo-data writes")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bar (default: on when stderr is a terminal)")
+                        help="progress bar; without either flag: a bar on a terminal, else a log line every "
+                        "$MONAI_FRACTURE_PROGRESS_S seconds (default 10) with count, rate and ETA")
 
 
 def _usage(message: str) -> int:
@@ -105,6 +113,15 @@ def run(args: argparse.Namespace) -> int:
         return _usage("--batch-size must be >= 1 and --workers >= 0")
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         return _usage("--threshold must lie in [0, 1]")
+    if args.labels is not None and not args.report:
+        return _usage("--labels is used by --report; add --report")
+    if args.labels is not None:
+        from monai_fracture.scoring.report import LabelsError, load_label_table
+
+        try:  # a bad labels file is reported before the run, not after it
+            load_label_table(args.labels)
+        except LabelsError as err:
+            return _usage(str(err))
     missing = [p for p in args.inputs if not Path(p).exists()]
     if missing:
         return _usage(f"input not found: {missing[0]}")
@@ -112,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
         shard = parse_shard(args.shard)
     except ValueError as err:
         return _usage(str(err))
+    if args.progress is None:  # off a terminal, progress comes as log lines: show them without -v
+        logging.getLogger("monai_fracture.progress").setLevel(logging.INFO)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         summary = score_paths(
@@ -137,4 +156,13 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
     counts = ", ".join(f"{k} {v}" for k, v in summary.counts.items())
     print(f"{summary.results_csv} ({counts}){' [interrupted]' if summary.interrupted else ''}")
+    if args.report and (summary.interrupted or summary.results_csv.name != "results.csv"):
+        logger.warning("no report.html: the run is %s", "interrupted" if summary.interrupted else "one shard of several")
+    elif args.report:
+        from monai_fracture.scoring.report import LabelsError, write_run_report
+
+        try:
+            print(write_run_report(summary.out_dir, labels_csv=args.labels, device=args.device))
+        except LabelsError as err:
+            return _usage(str(err))
     return summary.exit_code

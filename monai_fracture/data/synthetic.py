@@ -313,9 +313,14 @@ def generate_demo_dataset(
         with ProcessPoolExecutor(workers) as pool:
             rows = [r for chunk in pool.map(_render, jobs, chunksize=4) for r in chunk]
     else:
-        from tqdm.auto import tqdm
+        from monai_fracture.progress import progress
 
-        rows = [r for job in tqdm(jobs, desc="demo-data", disable=not os.isatty(2)) for r in _render(job)]
+        bar = progress(len(jobs), "demo-data", None, unit="images" if modality == "xr" else "series")
+        rows = []
+        for job in jobs:
+            rows.extend(_render(job))
+            bar.update(1)
+        bar.close()
     table = pd.DataFrame(rows, columns=LABEL_COLUMNS)
     table.to_csv(out / "labels.csv", index=False)
     items = items_from_table(table, out)

@@ -29,6 +29,7 @@ import numpy as np
 import pydicom
 import torch
 
+from monai_fracture.progress import progress as progress_for
 from monai_fracture.reports import (
     AlgorithmIdentity,
     Heatmap,
@@ -207,7 +208,7 @@ class _Run:
         heatmaps: bool,
         write_dicom: bool,
         shard: Shard | None,
-        progress: bool,
+        progress: bool | None,
         command: Sequence[str] | None,
         report_workers: int | None = None,
     ) -> None:
@@ -217,7 +218,9 @@ class _Run:
         self.xr, self.ct = xr, ct
         self.batch_size, self.workers = batch_size, workers
         self.heatmaps, self.write_dicom = heatmaps, write_dicom
-        self.shard, self.progress = shard, progress
+        # progress: True = bars, False = silent, None = bars on a terminal, else log lines (rate, ETA)
+        self.shard, self.progress_mode = shard, progress
+        self.progress = sys.stderr.isatty() if progress is None else bool(progress)
         self.command = list(command) if command is not None else list(sys.argv)
         suffix = f".{shard.suffix}" if shard else ""
         self.results_path = out_dir / (f"results.{shard.suffix}.csv" if shard else "results.csv")
@@ -408,14 +411,12 @@ class _Run:
         return catalog, owned, pending
 
     def score(self, pending: list[WorkItem]) -> None:
-        from tqdm.auto import tqdm
-
         total_files = sum(len(i.paths) for i in pending)
         threads = torch.get_num_threads()
         if self.workers > 0 and self.xr.device.type == "cpu":
             # decode workers and report writers need cores too: do not oversubscribe
             torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - self.workers - self.report_workers)))
-        bar = tqdm(total=total_files, desc="scoring", unit="img", disable=not self.progress, dynamic_ncols=True)
+        bar = progress_for(total_files, "scoring", self.progress_mode)
         started = time.perf_counter()
         try:
             for family in ("xr", "ct"):
@@ -595,7 +596,6 @@ def score_paths(
     inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     out_dir = Path(os.path.abspath(os.fspath(out_dir)))
     shard = parse_shard(shard) or shard_from_environment()
-    show = sys.stderr.isatty() if progress is None else bool(progress)
     xr = model if isinstance(model, Classifier) else Classifier(
         _resolve_model(model), device=device, threshold=threshold, backend=backend)
     if str(xr.modality) == "ct":
@@ -613,7 +613,7 @@ def score_paths(
     run = _Run(
         inputs, out_dir, xr, ct,
         batch_size=batch_size, workers=workers, heatmaps=heatmaps, write_dicom=write_dicom,
-        shard=shard, progress=show, command=command, report_workers=report_workers,
+        shard=shard, progress=progress, command=command, report_workers=report_workers,
     )
     interrupted = False
     owned: list[str] = []
