@@ -20,6 +20,7 @@ class ReadFailure(str, Enum):
     INCONSISTENT_SERIES = "inconsistent_series"  # slices that do not form one volume
     UNSUPPORTED_FORMAT = "unsupported_format"  # a file type we do not read at all
     INVALID_VALUE = "invalid_value"  # a tag value that makes the image meaningless
+    NO_CONTENT = "no_content"  # non-finite or (nearly) constant pixels: nothing to classify
 
 
 class ImageReadError(Exception):

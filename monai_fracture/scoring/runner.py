@@ -296,9 +296,10 @@ class _Run:
             return None
         try:
             probability = float(rows[0].probability)
-            threshold = float(rows[0].threshold)
         except ValueError:
             return None
+        # the classifier's threshold, not the row's 6-digit text: the resumed SR equals the uninterrupted one
+        threshold = self.classifier(item.family).threshold
         return ImageResult(tuple(str(u) for u in item.sop_uids), probability, threshold, item.series_uid)
 
     def _finish_item(self, item: WorkItem, result: ImageResult | None) -> None:
