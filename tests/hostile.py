@@ -143,14 +143,18 @@ def write_deflate_bomb(path: Path, inflated_bytes: int) -> Path:
     # the part after the file meta, written by pydicom deflated: rebuild it from its plain form
     meta_end = 132 + 12 + struct.unpack("<I", plain[140:144])[0]
     header = bytes(plain[:meta_end])
-    dataset = zlib.decompress(bytes(plain[meta_end:]), -zlib.MAX_WBITS)
+    dataset = bytearray(zlib.decompress(bytes(plain[meta_end:]), -zlib.MAX_WBITS))
+    blocks = max(1, inflated_bytes >> 20)
+    pixels = ROWS * COLUMNS  # Pixel Data is the last element: its length covers the zeros that follow
+    assert dataset[-pixels - 12 : -pixels - 8] == b"\xe0\x7f\x10\x00"
+    struct.pack_into("<I", dataset, len(dataset) - pixels - 4, pixels + (blocks << 20))
     compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    first = compressor.compress(dataset) + compressor.flush(zlib.Z_FULL_FLUSH)
+    first = compressor.compress(bytes(dataset)) + compressor.flush(zlib.Z_FULL_FLUSH)
     block = compressor.compress(bytes(1 << 20)) + compressor.flush(zlib.Z_FULL_FLUSH)
     tail = compressor.flush()
     with open(path, "wb") as handle:
         handle.write(header + first)
-        for _ in range(max(1, inflated_bytes >> 20)):
+        for _ in range(blocks):
             handle.write(block)
         handle.write(tail)
     return Path(path)
