@@ -88,14 +88,29 @@ def file_attacks(root: Path, folder: Path, limit: int, timeout: float) -> list[d
     rows = []
     for name, path in cases.items():
         started = time.perf_counter()
-        try:
-            proc = subprocess.run([sys.executable, "-c", FILE_DRIVER, str(path), str(limit)], env=_env(root),
-                                  capture_output=True, text=True, timeout=timeout, cwd=folder)
-            last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
-            result = json.loads(last) if last.startswith("{") else {"outcome": f"died (rc {proc.returncode})"}
-        except subprocess.TimeoutExpired:
+        proc = subprocess.Popen([sys.executable, "-c", FILE_DRIVER, str(path), str(limit)], env=_env(root), cwd=folder,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        usage = None
+        while usage is None:
+            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                usage = (status, rusage)
+            elif time.perf_counter() - started > timeout:
+                proc.kill()
+                _, status, rusage = os.wait4(proc.pid, 0)
+                usage = (None, rusage)
+            else:
+                time.sleep(0.05)
+        status, rusage = usage
+        proc.returncode = 0  # reaped above
+        out = proc.stdout.read() if proc.stdout else ""
+        last = out.strip().splitlines()[-1] if out.strip() else ""
+        if status is None:
             result = {"outcome": f"still running after {timeout:.0f} s (killed)"}
-        result.update(attack=name, file_bytes=path.stat().st_size, wall_s=round(time.perf_counter() - started, 2))
+        else:
+            result = json.loads(last) if last.startswith("{") else {"outcome": f"died (status {status})"}
+        result.update(attack=name, file_bytes=path.stat().st_size, wall_s=round(time.perf_counter() - started, 2),
+                      peak_rss_mib=round(rusage.ru_maxrss / 1024, 1))
         rows.append(result)
         print(json.dumps(result), flush=True)
     return rows
