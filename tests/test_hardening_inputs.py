@@ -178,6 +178,15 @@ def test_fifo_is_refused_without_blocking(tmp_path):
     assert proc.stdout.split() == ["not_regular_file", "not_regular_file"], proc.stderr[-2000:]
 
 
+def test_dicm_magic_followed_by_noise_fails_instead_of_being_skipped(tmp_path):
+    from monai_fracture.scoring.catalog import scan_file
+
+    noise = tmp_path / "noise"
+    noise.write_bytes(bytes(128) + b"DICM" + np.random.default_rng(0).bytes(1 << 20))
+    record = scan_file(str(noise))
+    assert (record.status, record.reason.split(":")[0]) == ("failed", "invalid_value")
+
+
 # ------------------------------------------------------------------ a scoring run that meets all of it
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:

@@ -138,6 +138,9 @@ def _parse(path: str | Path, data: bytes | None, reader: Any) -> Dataset:
         else:
             with open_regular(path) as fh:
                 ds = reader(_bounded(fh, path, preamble))
+        if preamble and "TransferSyntaxUID" not in (ds.file_meta or {}) and "SOPClassUID" not in ds:
+            # "DICM" followed by noise parses as a few junk elements: a broken file, not a non-image
+            raise ImageReadError(path, ReadFailure.INVALID_VALUE, "DICM preamble but no file meta and no SOP Class UID")
         _fix_transfer_syntax(ds)
         n_elements = len(ds)  # touches the top level only
     except (MemoryError, ImageReadError):
