@@ -63,16 +63,20 @@ def jpeg_geometry(data: bytes, path: Any = None) -> StreamGeometry:
     if data[:2] != b"\xff\xd8":
         raise _fail(path, "JPEG stream does not start with SOI")
     pos = 2
-    while pos + 4 <= len(data):
+    while pos + 2 <= len(data):
         if data[pos] != 0xFF:
             raise _fail(path, f"JPEG stream: no marker at byte {pos}")
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
+        if marker == 0xD9:
+            raise _fail(path, "JPEG stream ends (EOI) before any frame header")
         if marker in _STANDALONE:
             pos += 2
             continue
+        if pos + 4 > len(data):
+            break
         (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
         if length < 2:
             raise _fail(path, f"JPEG marker FF{marker:02X} with length {length}")
@@ -153,10 +157,13 @@ def check_encapsulated_frames(pixel_data: bytes, syntax: UID, rows: int, columns
     if not heads:
         raise _fail(path, "encapsulated pixel data holds no frame", ReadFailure.TRUNCATED)
     for frame, head in heads:
-        if uid == str(RLELossless):
-            check_rle_header(head, samples * max(1, bits_allocated // 8), path)
-            continue
-        geometry = j2k_geometry(head, path) if uid in _J2K else jpeg_geometry(head, path)
+        try:
+            if uid == str(RLELossless):
+                check_rle_header(head, samples * max(1, bits_allocated // 8), path)
+                continue
+            geometry = j2k_geometry(head, path) if uid in _J2K else jpeg_geometry(head, path)
+        except ImageReadError as err:  # name the transfer syntax, as decoder failures do
+            raise _fail(path, f"{syntax.name} ({uid}): frame {frame}: {err.detail}", err.reason) from None
         if (geometry.rows, geometry.columns, geometry.components) != (rows, columns, samples) or geometry.precision > max(bits_allocated, 8):
             raise _fail(
                 path,
