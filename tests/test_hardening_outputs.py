@@ -47,6 +47,11 @@ def test_symlinks_anywhere_inside_the_output_folder_are_refused(tmp_path):
     out = tmp_path / "out"
     (out / "dicom").mkdir(parents=True)
     check_output_tree(out)
+    chosen = tmp_path / "chosen-link"  # --out itself may be a link: the user chose it
+    chosen.symlink_to(out)
+    check_output_tree(chosen)
+    atomic_write_bytes(chosen / "manifest.json", b"{}")
+    assert (out / "manifest.json").read_bytes() == b"{}"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (out / "dicom" / "study-x").symlink_to(elsewhere)

@@ -91,10 +91,10 @@ def fsync_directory(folder: Path) -> None:
 def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """A binary handle on a temporary file in ``path``'s folder, fsync'd and renamed into place on
     success, deleted on any error: readers (and a resumed run) see the whole file or none.
-    The file is 0600 (``mkstemp``); a symlink at ``path`` or its folder is refused."""
+    The file is 0600 (``mkstemp``); a symlink at ``path`` is refused."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_symlink() or path.parent.is_symlink():
+    if path.is_symlink():  # links among the folders inside --out are refused at start (check_output_tree)
         raise UnsafeOutputError(f"{path}: a symbolic link in the way of an output; refusing to write")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
