@@ -249,3 +249,23 @@ def test_model_info_errors_are_messages_with_exit_2(study, tmp_path, change):
     (broken / "model_info.json").write_text(json.dumps(info))
     with pytest.raises(ModelPackageError, match="model_info.json|network"):
         load_model(broken)
+
+
+def test_onnx_runtime_writes_no_telemetry_under_home(tmp_path):
+    """ONNX Runtime 1.32 keeps a telemetry database under ~/.cache/Microsoft unless turned off."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["inputs"], ["logits"])], "identity",
+                              [helper.make_tensor_value_info("inputs", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2])])
+    model = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    home = tmp_path / "home"
+    home.mkdir()
+    code = ("import sys, numpy as np\nfrom monai_fracture.model_package import OnnxNetwork\n"
+            "print(OnnxNetwork(sys.argv[1])(np.ones((1, 2), np.float32)).tolist())")
+    proc = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, timeout=120,
+                          env=_env(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache")), cwd=tmp_path)
+    assert proc.returncode == 0 and "[[1.0, 1.0]]" in proc.stdout, proc.stderr[-2000:]
+    assert [str(p.relative_to(home)) for p in home.rglob("*")] == []
