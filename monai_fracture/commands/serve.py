@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--request-timeout", dest="request_timeout_s", type=float,
                         help="seconds a caller has for the TLS handshake and A-ASSOCIATE-RQ (default 10)")
     parser.add_argument("--max-associations", type=int, help="open connections in all (default 32)")
-    parser.add_argument("--max-associations-per-peer", type=int, help="open connections per caller address (default 4)")
+    parser.add_argument("--max-associations-per-peer", type=int, help="open connections per caller address (default 24)")
     parser.add_argument("--tls-cert", metavar="PEM", help="certificate chain: accept DICOM over TLS only")
     parser.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
     parser.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA")

@@ -81,7 +81,7 @@ class NodeConfig:
     network_timeout_s: float = 60.0  # idle association closed after this
     dimse_timeout_s: float = 60.0
     max_associations: int = 32
-    max_associations_per_peer: int = 4
+    max_associations_per_peer: int = 24  # one PACS may push ~20 studies at once; 8 slots stay for others
     tls_cert: str | None = None  # PEM certificate chain: the node accepts TLS only
     tls_key: str | None = None
     tls_client_ca: str | None = None  # callers must present a certificate signed by this CA

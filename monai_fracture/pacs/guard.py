@@ -45,7 +45,7 @@ class ConnectionLimits:
     request_timeout_s: float = 10.0  # TLS handshake + A-ASSOCIATE-RQ must arrive within (ARTIM)
     pdu_timeout_s: float = 60.0  # one PDU must arrive whole within
     max_connections: int = 32
-    max_per_peer: int = 4
+    max_per_peer: int = 24
 
     @property
     def pdu_limit(self) -> int:
