@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-APT_PACKAGES ?= dcmtk dicom3tools orthanc orthanc-dicomweb chromium
+APT_PACKAGES ?= dcmtk dicom3tools orthanc orthanc-dicomweb chromium openssl
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output

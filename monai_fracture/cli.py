@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from monai_fracture import __version__
+from monai_fracture.log_privacy import install_safe_logging
 
 # What `monai-fracture --help` says to a user (the module docstring is for developers).
 DESCRIPTION = (
@@ -64,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser([named[0]] if named else None)
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_safe_logging(max(level, logging.DEBUG))  # control characters escaped, no PHI warnings
     if not getattr(args, "verb", None):
         parser.print_help()
         return 2

@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import logging
 import os
 import pickle
@@ -107,9 +108,22 @@ class ModelInfo:
         if not path.is_file():
             raise ModelPackageError(path, f"no {MODEL_INFO} found")
         try:
-            return cls.from_json(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, TypeError) as err:
+            info = cls.from_json(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, TypeError, ValueError, AttributeError) as err:
             raise ModelPackageError(path, f"not a valid {MODEL_INFO}: {err}") from err
+        _check_info(info, path)
+        return info
+
+
+def _check_info(info: ModelInfo, path: Path) -> None:
+    """Values the loader and the decision rule trust: a message (exit 2), never a traceback later."""
+    threshold = info.threshold
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) \
+            or not 0.0 <= threshold <= 1.0:
+        raise ModelPackageError(path, f"threshold must be a number in [0, 1], not {threshold!r}")
+    for key in ("network", "preprocessing"):
+        if not isinstance(getattr(info, key), dict):
+            raise ModelPackageError(path, f"{key} must be a mapping, not {type(getattr(info, key)).__name__}")
 
 
 def _package_version() -> str:
@@ -214,6 +228,8 @@ class OnnxNetwork:
     def __init__(self, path: str | PathLike, providers: list[str] | None = None, threads: int | None = None) -> None:
         import onnxruntime as ort
 
+        if hasattr(ort, "disable_telemetry_events"):  # else it writes a database under ~/.cache
+            ort.disable_telemetry_events()
         self.path = Path(path)
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -291,7 +307,10 @@ def load_model(path: str | PathLike, device: str | torch.device = "cpu") -> Load
 
         state = extract_state_dict(safe_torch_load(model_file, map_location=device), model_file)
         kwargs = {k: v for k, v in info.network.items() if k != "pretrained"}
-        network = build_network(**kwargs, pretrained=False)
+        try:
+            network = build_network(**kwargs, pretrained=False)
+        except (TypeError, ValueError, KeyError) as err:
+            raise ModelPackageError(model_file, f"network {kwargs} cannot be built: {err}") from err
         try:
             network.load_state_dict(state, strict=True)
         except RuntimeError as err:

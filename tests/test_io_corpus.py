@@ -20,7 +20,8 @@ DICOM_CORPUS = Path(os.environ.get("MONAI_FRACTURE_SHARED_DATA", Path(__file__).
 # Files the corpus README lists as broken or not decodable with pydicom 3.0.2 + pylibjpeg.
 BROKEN = {
     "pydicom_test_files/JPEG-lossy.dcm": None,
-    "pydicom_test_files/JPEG2000-embedded-sequence-delimiter.dcm": ReadFailure.UNDECODABLE,
+    # its SIZ segment holds a sequence delimiter: the stream claims 1024 x 3722445056, refused before decoding
+    "pydicom_test_files/JPEG2000-embedded-sequence-delimiter.dcm": ReadFailure.UNSUPPORTED_GEOMETRY,
     "pydicom_test_files/MR_truncated.dcm": ReadFailure.TRUNCATED,
     "pydicom_test_files/badVR.dcm": None,
     "pydicom_test_files/meta_missing_tsyntax.dcm": None,

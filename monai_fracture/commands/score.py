@@ -1,13 +1,15 @@
 """``monai-fracture score INPUT... --out DIR``: batch scoring of folders (docs/scoring.md).
 
 Exit codes: 0 every input scored or skipped; 1 some input failed (or a DICOM output could
-not be written); 2 usage error (bad arguments, no model, an --out of another model);
+not be written); 2 usage error (bad arguments, no model, an --out of another model or with a
+planted symlink); 3 disk full (the journal is kept whole: free space and rerun to resume);
 130 interrupted (Ctrl-C / SIGTERM: outputs are consistent, run again to finish).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
 import sys
@@ -95,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         score_paths,
     )
     from monai_fracture.model_package import ModelPackageError
+    from monai_fracture.reports.files import UnsafeOutputError
+    from monai_fracture.scoring.runner import EXIT_DISK_FULL
     from monai_fracture.scoring.backends import BackendUnavailable
     from monai_fracture.scoring.journal import JournalMismatchError
 
@@ -148,8 +152,14 @@ def run(args: argparse.Namespace) -> int:
             progress=args.progress,
             backend=args.backend,
         )
-    except (ModelNotFoundError, ModelPackageError, JournalMismatchError, BackendUnavailable) as err:
+    except (ModelNotFoundError, ModelPackageError, JournalMismatchError, BackendUnavailable, UnsafeOutputError) as err:
         return _usage(str(err))
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        print(f"monai-fracture score: error: disk full ({err.filename or args.out}): free space and run the same "
+              "command again to resume", file=sys.stderr)
+        return EXIT_DISK_FULL
     except KeyboardInterrupt:  # before the run had its outputs open
         return 130
     finally:

@@ -23,7 +23,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dest", metavar="AET@HOST:PORT", help="where results go by C-STORE, e.g. ORTHANC@127.0.0.1:4242")
     parser.add_argument("--stow-url", help="DICOMweb base URL: send results by STOW-RS instead of C-STORE")
     parser.add_argument("--stow-user", dest="stow_username", help="HTTP basic user for STOW-RS")
-    parser.add_argument("--stow-password", help="HTTP basic password for STOW-RS")
+    parser.add_argument("--stow-password", help=argparse.SUPPRESS)  # refused: argv is visible in ps
+    parser.add_argument("--stow-password-file", metavar="FILE",
+                        help="file holding the STOW-RS password (or set MONAI_FRACTURE_STOW_PASSWORD)")
+    parser.add_argument("--max-pdu", dest="max_pdu_bytes", type=int, help="largest PDU accepted and announced (default 1 MiB)")
+    parser.add_argument("--request-timeout", dest="request_timeout_s", type=float,
+                        help="seconds a caller has for the TLS handshake and A-ASSOCIATE-RQ (default 10)")
+    parser.add_argument("--max-associations", type=int, help="open connections in all (default 32)")
+    parser.add_argument("--max-associations-per-peer", type=int, help="open connections per caller address (default 24)")
+    parser.add_argument("--tls-cert", metavar="PEM", help="certificate chain: accept DICOM over TLS only")
+    parser.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+    parser.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA")
     parser.add_argument("--idle-timeout", dest="study_idle_timeout_s", type=float,
                         help="seconds after a study's last instance before it is scored (default 10)")
     parser.add_argument("--max-pending-studies", type=int, help="queue bound in studies (default 100)")
@@ -50,12 +60,18 @@ def run(args: argparse.Namespace) -> int:
     from monai_fracture.pacs.config import build_config, read_config_file
     from monai_fracture.pacs.node import DicomNode
 
+    if args.stow_password is not None:
+        logger.error("--stow-password would show the password to every user (ps): use --stow-password-file FILE "
+                     "or the MONAI_FRACTURE_STOW_PASSWORD environment variable")
+        return 2
     try:
         file_values = read_config_file(args.config) if args.config else {}
         overrides = {key: getattr(args, key) for key in (
             "work_dir", "model", "ct_model", "ae_title", "bind_address", "port", "allowed_calling_aets", "stow_url",
-            "stow_username", "stow_password", "study_idle_timeout_s", "max_pending_studies", "max_pending_bytes",
-            "max_send_attempts", "retry_delay_s", "device", "batch_size", "threshold", "keep_done")}
+            "stow_username", "stow_password_file", "study_idle_timeout_s", "max_pending_studies", "max_pending_bytes",
+            "max_send_attempts", "retry_delay_s", "device", "batch_size", "threshold", "keep_done",
+            "max_pdu_bytes", "request_timeout_s", "max_associations", "max_associations_per_peer", "tls_cert", "tls_key",
+            "tls_client_ca")}
         if args.dest:
             overrides["destination"] = parse_destination(args.dest)
         config = build_config(file_values, **overrides)

@@ -17,7 +17,7 @@ from .dicom_geometry import plane_affine, sort_stack
 from .dicom_header import check_is_image, empty_meta, expand_paths, header_meta, parse_dicom, parse_dicom_header, plane_geometry
 from .dicom_pixels import PixelLayout, decode_frames, grey_intensity, is_plugin_panic, validate_layout
 from .errors import ImageReadError, ReadFailure
-from .sniff import detect_format, read_head
+from .sniff import detect_format, open_regular, read_head
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,8 @@ def guard(path: object, what: str = "reading") -> Iterator[None]:
 
 def read_bytes(path: PathLike) -> bytes:
     try:
-        return Path(path).read_bytes()
+        with open_regular(path) as handle:
+            return handle.read()
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
         raise ImageReadError(path, ReadFailure.NOT_FOUND, f"{type(exc).__name__}: {exc.strerror or exc}") from None
     except OSError as exc:

@@ -18,7 +18,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from .errors import ImageReadError, ReadFailure
-from .sniff import has_dicom_preamble, looks_like_bare_dicom
+from .pixel_limits import check_inflated_size
+from .sniff import has_dicom_preamble, looks_like_bare_dicom, open_regular
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def parse_dicom(path: str | Path, data: bytes | None = None) -> Dataset:
 def _parse(path: str | Path, data: bytes | None, reader: Any) -> Dataset:
     try:
         if data is None:
-            with open(path, "rb") as fh:
+            with open_regular(path) as fh:
                 head = fh.read(512)
                 fh.seek(0, 2)
                 size = fh.tell()
@@ -133,13 +134,16 @@ def _parse(path: str | Path, data: bytes | None, reader: Any) -> Dataset:
         raise ImageReadError(path, ReadFailure.NOT_DICOM, "no DICOM preamble and no plausible DICOM element at the start")
     try:
         if data is not None:
-            ds = reader(io.BytesIO(data))
+            ds = reader(_bounded(io.BytesIO(data), path, preamble))
         else:
-            with open(path, "rb") as fh:
-                ds = reader(fh)
+            with open_regular(path) as fh:
+                ds = reader(_bounded(fh, path, preamble))
+        if preamble and "TransferSyntaxUID" not in (ds.file_meta or {}) and "SOPClassUID" not in ds:
+            # "DICM" followed by noise parses as a few junk elements: a broken file, not a non-image
+            raise ImageReadError(path, ReadFailure.INVALID_VALUE, "DICM preamble but no file meta and no SOP Class UID")
         _fix_transfer_syntax(ds)
         n_elements = len(ds)  # touches the top level only
-    except MemoryError:
+    except (MemoryError, ImageReadError):
         raise
     except EOFError as exc:
         raise ImageReadError(path, ReadFailure.TRUNCATED, f"stream ends inside the header: {exc}") from None
@@ -148,6 +152,18 @@ def _parse(path: str | Path, data: bytes | None, reader: Any) -> Dataset:
     if n_elements == 0:
         raise ImageReadError(path, ReadFailure.NOT_DICOM, "no data elements")
     return ds
+
+
+def _bounded(handle: Any, path: str | Path, preamble: bool) -> Any:
+    """The handle back at its start, after refusing a deflated body that inflates past the limit
+    (pydicom inflates it in one unbounded call, even for a header-only read)."""
+    if preamble:
+        handle.seek(128 + 4)
+        meta = pydicom.filereader._read_file_meta_info(handle)
+        if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+            check_inflated_size(handle, path)
+        handle.seek(0)
+    return handle
 
 
 def _str(ds: Dataset, keyword: str) -> str | None:

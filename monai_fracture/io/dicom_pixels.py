@@ -19,6 +19,7 @@ from pydicom.uid import JPEGLSTransferSyntaxes, UID
 
 from .dicom_header import functional_group_item
 from .errors import ImageReadError, ReadFailure
+from .pixel_limits import check_encapsulated_frames
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,8 @@ def validate_layout(ds: Dataset, path: Any) -> PixelLayout:
     return PixelLayout(rows, columns, frames, samples, bits_allocated, bits_stored, pixel_representation == 1, photometric, syntax)
 
 
-def _check_decodable(ds: Dataset, layout: PixelLayout, path: Any, frames_to_decode: int) -> None:
+def _check_decodable(ds: Dataset, layout: PixelLayout, path: Any, index: int | None) -> None:
+    frames_to_decode = layout.frames if index is None else 1
     elements = layout.rows * layout.columns * layout.samples * frames_to_decode
     if elements > MAX_DECODED_ELEMENTS:
         raise ImageReadError(
@@ -119,6 +121,9 @@ def _check_decodable(ds: Dataset, layout: PixelLayout, path: Any, frames_to_deco
             raise ImageReadError(path, ReadFailure.UNDECODABLE, f"no decoder for transfer syntax {syntax.name} ({syntax})") from None
         if not decoder.is_available:
             raise ImageReadError(path, ReadFailure.UNDECODABLE, f"no installed plugin decodes {syntax.name} ({syntax})")
+        if "PixelData" in ds:  # decoders allocate from the stream's own header: it must agree
+            check_encapsulated_frames(ds.PixelData, syntax, layout.rows, layout.columns, layout.samples,
+                                      layout.bits_allocated, layout.frames, index, path)
         return
     if "PixelData" not in ds:
         return
@@ -130,8 +135,7 @@ def _check_decodable(ds: Dataset, layout: PixelLayout, path: Any, frames_to_deco
 
 def decode_frames(ds: Dataset, layout: PixelLayout, path: Any, index: int | None) -> np.ndarray:
     """Decode one frame (``index``) or all frames (None), with failures mapped to our reasons."""
-    frames_to_decode = layout.frames if index is None else 1
-    _check_decodable(ds, layout, path, frames_to_decode)
+    _check_decodable(ds, layout, path, index)
     syntax = layout.transfer_syntax
     try:
         if not syntax.is_encapsulated and "PixelData" in ds:

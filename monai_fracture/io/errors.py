@@ -10,6 +10,7 @@ class ReadFailure(str, Enum):
     """Why an input cannot be used; the value is what results.csv shows in ``reason``."""
 
     NOT_FOUND = "not_found"
+    NOT_REGULAR_FILE = "not_regular_file"  # a FIFO, socket or device: never opened (it could block)
     NOT_DICOM = "not_dicom"
     NOT_AN_IMAGE = "not_an_image"  # SR, RTSTRUCT, RTPLAN, PR, KOS, DICOMDIR, waveforms ...
     NO_PIXEL_DATA = "no_pixel_data"
@@ -19,6 +20,7 @@ class ReadFailure(str, Enum):
     INCONSISTENT_SERIES = "inconsistent_series"  # slices that do not form one volume
     UNSUPPORTED_FORMAT = "unsupported_format"  # a file type we do not read at all
     INVALID_VALUE = "invalid_value"  # a tag value that makes the image meaningless
+    NO_CONTENT = "no_content"  # non-finite or (nearly) constant pixels: nothing to classify
 
 
 class ImageReadError(Exception):

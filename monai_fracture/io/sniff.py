@@ -6,8 +6,11 @@ preamble is handed to pydicom only when its first bytes look like a DICOM data e
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import ImageReadError, ReadFailure
 
@@ -83,10 +86,35 @@ def detect_format(path: str | Path, head: bytes, file_size: int) -> str:
     raise ImageReadError(path, ReadFailure.NOT_DICOM, "no DICOM preamble and no plausible DICOM element at the start")
 
 
+_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device"}
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """Open a regular file for reading; anything else is refused without blocking.
+
+    ``open()`` on a FIFO waits for a writer forever; ``O_NONBLOCK`` returns at once, and the
+    type is then checked on the open descriptor (no race with a swapped symlink).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(21, "Is a directory", str(path))
+        if not stat.S_ISREG(mode):
+            kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+            raise ImageReadError(path, ReadFailure.NOT_REGULAR_FILE, f"{kind}, not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def read_head(path: str | Path) -> tuple[bytes, int]:
     """The first bytes of a file and its size; NOT_FOUND when it cannot be opened."""
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             head = fh.read(HEAD_SIZE + 256)
             fh.seek(0, 2)
             size = fh.tell()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,20 @@ def valid_ae_title(title: object) -> bool:
         and title.strip() != ""
         and all(32 <= ord(c) < 127 and c != "\\" for c in title)
     )
+
+
+#: Environment variable holding the STOW-RS password (never a command-line flag: ``ps`` shows those).
+SECRET_ENVIRONMENT = "MONAI_FRACTURE_STOW_PASSWORD"
+
+
+def read_secret(value: str | None, path: str | None, environment: str) -> str | None:
+    """A secret from (in order) its file, the environment, or the config value; the file's last newline dropped."""
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as err:
+            raise ValueError(f"{path}: cannot read the secret file: {err.strerror or err}") from None
+    return os.environ.get(environment) or value
 
 
 @dataclass(frozen=True)
@@ -47,7 +62,8 @@ class NodeConfig:
     destination: Destination | None = None
     stow_url: str | None = None  # DICOMweb base URL: results go by STOW-RS instead of C-STORE
     stow_username: str | None = None
-    stow_password: str | None = None
+    stow_password: str | None = None  # in a config file only; on the command line use a file or the environment
+    stow_password_file: str | None = None  # read at start (also MONAI_FRACTURE_STOW_PASSWORD)
     study_idle_timeout_s: float = 10.0  # a study is complete this long after its last instance
     max_pending_studies: int = 100
     max_pending_bytes: int = 4 * 1024**3
@@ -58,6 +74,17 @@ class NodeConfig:
     batch_size: int = 16
     threshold: float | None = None
     keep_done: bool = False  # keep finished studies under work_dir/done instead of deleting them
+    # Hardening (pacs/guard.py): bounded PDUs, deadlines, connection slots, optional TLS.
+    max_pdu_bytes: int = 1 << 20
+    request_timeout_s: float = 10.0  # TLS handshake + A-ASSOCIATE-RQ within this
+    pdu_timeout_s: float = 60.0
+    network_timeout_s: float = 60.0  # idle association closed after this
+    dimse_timeout_s: float = 60.0
+    max_associations: int = 32
+    max_associations_per_peer: int = 24  # one PACS may push ~20 studies at once; 8 slots stay for others
+    tls_cert: str | None = None  # PEM certificate chain: the node accepts TLS only
+    tls_key: str | None = None
+    tls_client_ca: str | None = None  # callers must present a certificate signed by this CA
 
     def __post_init__(self) -> None:
         self.work_dir = Path(self.work_dir)
@@ -76,6 +103,12 @@ class NodeConfig:
             raise ValueError("study_idle_timeout_s must be >= 0")
         if self.max_pending_studies < 1 or self.max_pending_bytes < 1:
             raise ValueError("max_pending_studies and max_pending_bytes must be positive")
+        if min(self.max_pdu_bytes, self.max_associations, self.max_associations_per_peer) < 1 or not \
+                min(self.request_timeout_s, self.pdu_timeout_s, self.network_timeout_s, self.dimse_timeout_s) > 0:
+            raise ValueError("PDU size, association limits and timeouts must be positive")
+        if bool(self.tls_cert) != bool(self.tls_key) or (self.tls_client_ca and not self.tls_cert):
+            raise ValueError("TLS needs both tls_cert and tls_key (tls_client_ca only with them)")
+        self.stow_password = read_secret(self.stow_password, self.stow_password_file, SECRET_ENVIRONMENT)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (passwords left out)."""

@@ -23,7 +23,8 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from monai_fracture.pacs.config import NodeConfig
 from monai_fracture.pacs.queue import JobStatus, StudyJob, StudyQueue
-from monai_fracture.pacs.scp import StorageHandlers, build_storage_ae
+from monai_fracture.pacs.guard import start_guarded_server
+from monai_fracture.pacs.scp import StorageHandlers, build_storage_ae, connection_limits, tls_context
 from monai_fracture.pacs.sender import CStoreSender, ResultSender, SendError, StowSender
 
 logger = logging.getLogger(__name__)
@@ -135,10 +136,11 @@ class DicomNode:
         self.scorer  # load the model before accepting associations: fail fast on a bad model
         ae = build_storage_ae(self.config)
         handlers = StorageHandlers(self.queue).handlers()
-        self._server = ae.start_server((self.config.bind_address, self.config.port), block=False, evt_handlers=handlers)
+        self._server = start_guarded_server(ae, (self.config.bind_address, self.config.port), connection_limits(self.config),
+                                            handlers, tls_context(self.config))
         logger.info(
-            "listening as %s on %s:%d; results to %s; work dir %s",
-            self.config.ae_title, self.config.bind_address, self.config.port, self.sender.describe(), self.config.work_dir,
+            "listening as %s on %s:%d%s; results to %s; work dir %s",
+            self.config.ae_title, self.config.bind_address, self.config.port, " (TLS)" if self.config.tls_cert else "", self.sender.describe(), self.config.work_dir,
         )
         self._worker = threading.Thread(target=self._work_loop, name="fracture-worker", daemon=True)
         self._worker.start()

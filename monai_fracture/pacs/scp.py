@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import ssl
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
 from monai_fracture.pacs.config import NodeConfig
+from monai_fracture.pacs.guard import ConnectionLimits, server_tls_context
 from monai_fracture.pacs.queue import QueueFull, StudyQueue
 
 logger = logging.getLogger(__name__)
@@ -76,10 +78,23 @@ def build_storage_ae(config: NodeConfig) -> AE:
     for context in AllStoragePresentationContexts:
         ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(Verification)
-    ae.maximum_associations = 32
-    ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = 60
+    ae.maximum_associations = config.max_associations
+    ae.maximum_pdu_size = config.max_pdu_bytes
+    ae.network_timeout, ae.dimse_timeout = config.network_timeout_s, config.dimse_timeout_s
+    ae.acse_timeout = config.request_timeout_s
     if config.allowed_calling_aets:
         ae.require_calling_aet = list(config.allowed_calling_aets)
     else:
         logger.warning("no allowed_calling_aets configured: any calling AE title may store studies")
     return ae
+
+
+def connection_limits(config: NodeConfig) -> ConnectionLimits:
+    return ConnectionLimits(
+        max_pdu_bytes=config.max_pdu_bytes, request_timeout_s=config.request_timeout_s, pdu_timeout_s=config.pdu_timeout_s,
+        max_connections=config.max_associations, max_per_peer=config.max_associations_per_peer,
+    )
+
+
+def tls_context(config: NodeConfig) -> ssl.SSLContext | None:
+    return server_tls_context(config.tls_cert, config.tls_key, config.tls_client_ca) if config.tls_cert else None

@@ -18,6 +18,8 @@ from pydicom.datadict import dictionary_VR
 from pydicom.uid import UID
 from pydicom.valuerep import MAX_VALUE_LEN, validate_value
 
+from monai_fracture.reports.text import without_controls
+
 #: Patient and study attributes a derived object must carry so a PACS files it into the source study.
 PATIENT_STUDY_KEYWORDS: tuple[str, ...] = (
     "PatientName",
@@ -45,7 +47,6 @@ INSTANCE_KEYWORDS: tuple[str, ...] = (
     "SpecificCharacterSet",
 )
 _PATIENT_SEX = {"M", "F", "O"}
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
 
@@ -74,7 +75,7 @@ def _clean_value(keyword: str, value: object) -> object:
             return ""
         return text
     if vr in {"LO", "SH", "PN", "CS", "LT", "ST"}:
-        text = _CONTROL.sub("", str(value))
+        text = without_controls(value, vr)
         if vr != "PN":
             text = text.replace("\\", " ")
         limit = MAX_VALUE_LEN.get(vr)

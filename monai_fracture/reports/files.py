@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -40,6 +42,38 @@ def object_file_name(prefix: str, sop_uid: str) -> str:
     return f"{prefix}_{safe}.dcm"
 
 
+class UnsafeOutputError(OSError):
+    """A symlink (or another non-regular entry) where an output file or folder should be."""
+
+
+def check_output_tree(out_dir: str | os.PathLike) -> None:
+    """Refuse an output folder with a symlink anywhere inside: a planted link would redirect writes.
+
+    The folder itself may be a link (the user chose it); nothing below it may.
+    """
+    for root, dirs, files in os.walk(out_dir):
+        for name in dirs + files:
+            entry = os.path.join(root, name)
+            if os.path.islink(entry):
+                raise UnsafeOutputError(f"{entry}: a symbolic link inside the output folder; remove it or use another --out")
+
+
+def open_private_append(path: str | os.PathLike) -> io.FileIO:
+    """Append to a file created 0600, never through a symlink (``O_NOFOLLOW``), regular files only."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as err:
+        if os.path.islink(path):
+            raise UnsafeOutputError(f"{path}: a symbolic link; refusing to write through it") from None
+        raise err
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafeOutputError(f"{path}: not a regular file; refusing to write to it")
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab", buffering=0)  # unbuffered: nothing is left to flush after a failed write
+
+
 def fsync_directory(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -56,9 +90,12 @@ def fsync_directory(folder: Path) -> None:
 @contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """A binary handle on a temporary file in ``path``'s folder, fsync'd and renamed into place on
-    success, deleted on any error: readers (and a resumed run) see the whole file or none."""
+    success, deleted on any error: readers (and a resumed run) see the whole file or none.
+    The file is 0600 (``mkstemp``); a symlink at ``path`` is refused."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():  # links among the folders inside --out are refused at start (check_output_tree)
+        raise UnsafeOutputError(f"{path}: a symbolic link in the way of an output; refusing to write")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:

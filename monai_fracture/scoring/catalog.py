@@ -88,10 +88,15 @@ def walk_inputs(inputs: Iterable[str | os.PathLike], exclude: Sequence[str | os.
     """
     excluded = {os.path.abspath(p) for p in exclude}
     found: set[str] = set()
+
+    def unreadable(err: OSError) -> None:  # listed, so it gets a failed row instead of vanishing
+        if err.filename:
+            found.add(os.path.abspath(err.filename))
+
     for item in inputs:
         path = os.path.abspath(os.fspath(item))
         if os.path.isdir(path):
-            for root, dirs, files in os.walk(path):
+            for root, dirs, files in os.walk(path, onerror=unreadable):
                 dirs[:] = sorted(d for d in dirs if not _is_hidden(d) and os.path.join(root, d) not in excluded)
                 for name in files:
                     if not _is_hidden(name):
@@ -123,6 +128,14 @@ def _family_for_dicom(meta: dict) -> tuple[str | None, str]:
 def scan_file(path: str) -> FileRecord:
     """Header-only look at one file (``monai_fracture.io.scan_dicom_headers``); never raises."""
     record = FileRecord(path=path)
+    if os.path.isdir(path):  # only folders that could not be listed come here (walk_inputs)
+        try:
+            os.listdir(path)
+            detail = "folder listed late"
+        except OSError as err:
+            detail = f"folder cannot be listed: {err.strerror or err}"
+        record.status, record.reason = "failed", reason_text(ReadFailure.NOT_FOUND, detail)
+        return record
     try:
         entry = scan_dicom_headers([path], progress=False)[0]
     except Exception as err:  # a reader bug must not stop the walk; name it

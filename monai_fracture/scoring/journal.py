@@ -7,6 +7,7 @@ cut off the file) on the next start, so the resumed run re-does exactly the unfi
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from monai_fracture.reports.files import UnsafeOutputError, open_private_append
 from monai_fracture.scoring.table import ResultRow
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ class Journal:
     def load(self) -> JournalState:
         """Read what a previous run finished; cut a torn last line."""
         state = JournalState()
+        if self.path.is_symlink():
+            raise UnsafeOutputError(f"{self.path}: a symbolic link; refusing to read or truncate through it")
         if not self.path.is_file():
             return state
         good_end = 0
@@ -63,7 +67,7 @@ class Journal:
                 state.run = state.run or record
         if good_end < len(data):
             logger.warning("journal %s: dropping a torn last record (%d bytes)", self.path, len(data) - good_end)
-            with open(self.path, "r+b") as handle:
+            with open_private_append(self.path) as handle:
                 handle.truncate(good_end)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -80,7 +84,7 @@ class Journal:
 
     def open(self) -> Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = open(self.path, "ab")
+        self._handle = open_private_append(self.path)
         return self
 
     def close(self) -> None:
@@ -94,9 +98,18 @@ class Journal:
         payload = b"".join(json.dumps(r, ensure_ascii=True).encode() + b"\n" for r in records)
         if not payload:
             return
-        self._handle.write(payload)
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        handle = self._handle
+        end = handle.seek(0, os.SEEK_END)
+        view = memoryview(payload)
+        try:
+            while view:
+                view = view[handle.write(view) :]
+            os.fsync(handle.fileno())
+        except OSError:
+            # disk full (or an I/O error): cut the partial record so the journal stays whole for a resume
+            _truncate_quietly(handle, end)
+            self.close()
+            raise
 
     def write_run(self, model: str, threshold: str, **extra: object) -> None:
         self._append([{"type": "run", "model": model, "threshold": threshold, **extra}])
@@ -106,3 +119,10 @@ class Journal:
 
     def write_study_done(self, study_uid: str) -> None:
         self._append([{"type": "study_done", "study": study_uid}])
+
+
+def _truncate_quietly(handle: io.FileIO, size: int) -> None:
+    try:
+        os.ftruncate(handle.fileno(), size)
+    except OSError as err:  # the torn tail is dropped by the next load() anyway
+        logger.warning("journal %s: could not cut a partial record: %s", handle.name, err)

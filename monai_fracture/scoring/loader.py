@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from monai_fracture.io.content import check_usable_content
 from monai_fracture.io.errors import ImageReadError
 from monai_fracture.scoring.catalog import WorkItem
 from monai_fracture.scoring.classifier import channel_first
@@ -47,6 +48,7 @@ class WorkItemDataset(Dataset):
         item = self.items[index]
         try:
             array, meta = read_item(item)
+            check_usable_content(array, item.paths[0])
         except ImageReadError as err:
             return {"index": index, "image": None, "error": (err.reason.value, err.detail)}
         except MemoryError:

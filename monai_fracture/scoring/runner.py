@@ -38,7 +38,7 @@ from monai_fracture.reports import (
     write_heatmap_output,
     write_study_outputs_from_files,
 )
-from monai_fracture.reports.files import atomic_write_bytes, remove_stale_temporaries
+from monai_fracture.reports.files import atomic_write_bytes, check_output_tree, remove_stale_temporaries
 from monai_fracture.scoring.backends import BackendUnavailable, available_backends
 from monai_fracture.scoring.catalog import Catalog, FileRecord, WorkItem, build_catalog, reason_text, walk_inputs
 from monai_fracture.scoring.classifier import MODEL_HELP, Classifier, default_model_path
@@ -59,6 +59,7 @@ logger = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_DISK_FULL = 3
 EXIT_INTERRUPTED = 130
 PROBABILITY_DECIMALS = 6
 
@@ -298,9 +299,10 @@ class _Run:
             return None
         try:
             probability = float(rows[0].probability)
-            threshold = float(rows[0].threshold)
         except ValueError:
             return None
+        # the classifier's threshold, not the row's 6-digit text: the resumed SR equals the uninterrupted one
+        threshold = self.classifier(item.family).threshold
         return ImageResult(tuple(str(u) for u in item.sop_uids), probability, threshold, item.series_uid)
 
     def _finish_item(self, item: WorkItem, result: ImageResult | None) -> None:
@@ -374,6 +376,7 @@ class _Run:
     def prepare(self) -> tuple[Catalog, list[str], list[WorkItem]]:
         started = time.perf_counter()
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        check_output_tree(self.out_dir)
         if self.shard is None:
             remove_stale_temporaries(self.out_dir)
         self.state = self.journal.load()

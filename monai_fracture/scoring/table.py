@@ -68,12 +68,24 @@ def printable(value: object, limit: int = 256) -> str:
     return text[:limit]
 
 
+#: First characters that make a spreadsheet read a cell as a formula (OWASP "CSV Injection").
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """A cell that spreadsheets show as text: a leading formula character gets a ``'`` before it.
+
+    Idempotent (``'=x`` starts with a quote), so shards merged from escaped files are not escaped twice.
+    """
+    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
+
+
 def render_csv(rows: Iterable[ResultRow]) -> bytes:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), lineterminator="\n")
     writer.writeheader()
     for row in sorted(rows, key=lambda r: r.path):
-        writer.writerow(row.to_dict())
+        writer.writerow({key: spreadsheet_safe(value) for key, value in row.to_dict().items()})
     return buffer.getvalue().encode("utf-8", "surrogateescape")
 
 

@@ -1,0 +1,214 @@
+"""Hostile inputs and node attacks, before and after the hardening (docs/security.md).
+
+Each file attack runs ``read_image`` on one generated bomb (tests/hostile.py, a few KB each) in
+a fresh interpreter under an address-space limit (``RLIMIT_AS``, default 6 GiB, so a bomb
+cannot take the shared machine down) and a wall-clock limit; the child's peak RSS
+(``ru_maxrss``), wall time and outcome are recorded. Each node attack starts a Storage SCP
+in a fresh interpreter (the code under test's own server) on 127.0.0.1 and attacks it from
+this process with bounded loops; the server's RSS growth and whether a legitimate C-ECHO
+still gets through are recorded.
+
+``--root DIR`` selects the code under test (a checkout of monai-fracture; children run with it
+as their working folder's PYTHONPATH, never this tree): run it once on the
+commit before the hardening (``git archive BASE | tar -x -C DIR``) and once on this tree.
+
+    python -m benchmarks.bench_hostile [--root DIR] [--limit-gib 6] [--timeout 120] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(HERE / "tests"))
+
+import hostile  # noqa: E402  (tests/hostile.py: the generators)
+
+FILE_DRIVER = r"""
+import json, resource, sys, time
+limit = int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+from monai_fracture.io import read_image, ImageReadError
+started = time.perf_counter()
+try:
+    image, _ = read_image(sys.argv[1])
+    outcome = f"decoded {image.shape}"
+except ImageReadError as err:
+    outcome = f"refused: {err.reason.value}"
+except MemoryError:
+    outcome = "MemoryError"
+print(json.dumps({"outcome": outcome, "seconds": time.perf_counter() - started,
+                  "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+NODE_DRIVER = r"""
+import json, resource, sys, threading, time
+from pathlib import Path
+from monai_fracture.pacs.config import build_config
+from monai_fracture.pacs.queue import StudyQueue
+from monai_fracture.pacs.scp import StorageHandlers, build_storage_ae
+config = build_config({"work_dir": sys.argv[1], "port": 0})
+ae = build_storage_ae(config)
+handlers = StorageHandlers(StudyQueue(config.work_dir, 10, 1 << 30)).handlers()
+try:
+    from monai_fracture.pacs.guard import start_guarded_server
+    from monai_fracture.pacs.scp import connection_limits
+    server = start_guarded_server(ae, ("127.0.0.1", 0), connection_limits(config), handlers)
+except ImportError:
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+print(json.dumps({"port": server.server_address[1], "rss_mib": rss()}), flush=True)
+peak = rss()
+while sys.stdin.readline():
+    print(json.dumps({"rss_mib": rss(), "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+"""
+
+
+#: The attacker's address: another loopback address, so per-address limits tell it from the legitimate caller.
+ATTACKER = "127.0.0.2"
+
+
+def _env(root: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def file_attacks(root: Path, folder: Path, limit: int, timeout: float) -> list[dict]:
+    cases = {name: hostile.write_stream_bomb(folder, name) for name in hostile.STREAM_BOMBS}
+    cases["deflate_2gib"] = hostile.write_deflate_bomb(folder / "deflate.dcm", 2 << 30)
+    rows = []
+    for name, path in cases.items():
+        started = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", FILE_DRIVER, str(path), str(limit)], env=_env(root), cwd=folder,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        usage = None
+        while usage is None:
+            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                usage = (status, rusage)
+            elif time.perf_counter() - started > timeout:
+                proc.kill()
+                _, status, rusage = os.wait4(proc.pid, 0)
+                usage = (None, rusage)
+            else:
+                time.sleep(0.05)
+        status, rusage = usage
+        proc.returncode = 0  # reaped above
+        out = proc.stdout.read() if proc.stdout else ""
+        last = out.strip().splitlines()[-1] if out.strip() else ""
+        if status is None:
+            result = {"outcome": f"still running after {timeout:.0f} s (killed)"}
+        else:
+            result = json.loads(last) if last.startswith("{") else {"outcome": f"died (status {status})"}
+        result.update(attack=name, file_bytes=path.stat().st_size, wall_s=round(time.perf_counter() - started, 2),
+                      peak_rss_mib=round(rusage.ru_maxrss / 1024, 1))
+        rows.append(result)
+        print(json.dumps(result), flush=True)
+    return rows
+
+
+def _echo(port: int, timeout: float = 10.0) -> bool:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    ae = AE(ae_title="BENCH")
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.network_timeout = ae.connection_timeout = timeout
+    assoc = ae.associate("127.0.0.1", port, ae_title="MONAI_FRACTURE")
+    if not assoc.is_established:
+        return False
+    status = assoc.send_c_echo()
+    assoc.release()
+    return bool(status) and status.Status == 0
+
+
+def node_attacks(root: Path, work: Path, send_mib: int, idle: int) -> list[dict]:
+    proc = subprocess.Popen([sys.executable, "-c", NODE_DRIVER, str(work)], env=_env(root), text=True, cwd=work.parent,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None and proc.stdin is not None
+
+    def sample() -> dict:
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        return json.loads(proc.stdout.readline())
+
+    rows = []
+    try:
+        start = json.loads(proc.stdout.readline())
+        port = start["port"]
+        # 1. an A-ASSOCIATE-RQ whose header claims 4 GB, then send_mib MiB of it
+        before = sample()
+        sock = socket.create_connection(("127.0.0.1", port), source_address=(ATTACKER, 0))
+        sent, chunk, refused = 0, bytes(1 << 20), False
+        try:
+            sock.sendall(struct.pack(">BBL", 0x01, 0, 0xFFFFFFF0))
+            for _ in range(send_mib):
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except OSError:
+            refused = True
+        time.sleep(1.0)
+        after = sample()
+        sock.close()
+        rows.append({"attack": f"A-ASSOCIATE-RQ claiming 4 GB, {send_mib} MiB sent", "sent_mib": sent >> 20,
+                     "closed_by_node": refused, "rss_growth_mib": round(after["peak_mib"] - before["rss_mib"], 1)})
+        print(json.dumps(rows[-1]), flush=True)
+        # 2. idle TCP connections, then a legitimate C-ECHO while they are open and after they close
+        conns = []
+        for _ in range(idle):
+            try:
+                conns.append(socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(ATTACKER, 0)))
+            except OSError:
+                break
+        time.sleep(0.5)
+        started = time.perf_counter()
+        echo_open = _echo(port)
+        echo_open_s = time.perf_counter() - started
+        for conn in conns:
+            conn.close()
+        started = time.perf_counter()
+        echo_after = False
+        while time.perf_counter() - started < 90 and not echo_after:
+            echo_after = _echo(port, timeout=5)
+        rows.append({"attack": f"{idle} idle TCP connections", "echo_while_open": echo_open,
+                     "echo_while_open_s": round(echo_open_s, 2), "echo_after_close": echo_after,
+                     "first_echo_after_close_s": round(time.perf_counter() - started, 2)})
+        print(json.dumps(rows[-1]), flush=True)
+    finally:
+        proc.kill()
+        proc.wait()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=HERE, help="checkout whose code is attacked (default: this tree)")
+    parser.add_argument("--limit-gib", type=float, default=6.0)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--send-mib", type=int, default=600)
+    parser.add_argument("--idle", type=int, default=40)
+    parser.add_argument("--skip", choices=["files", "node"], action="append", default=[])
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-hostile-") as tmp:
+        result = {"root": str(args.root), "limit_gib": args.limit_gib}
+        if "files" not in args.skip:
+            result["files"] = file_attacks(args.root, Path(tmp), int(args.limit_gib * (1 << 30)), args.timeout)
+        if "node" not in args.skip:
+            result["node"] = node_attacks(args.root, Path(tmp) / "work", args.send_mib, args.idle)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
