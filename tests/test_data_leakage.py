@@ -1,0 +1,186 @@
+"""The leakage checker on files made here: every pair of parts, a stale hash cache, re-encoded copies."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from monai_fracture.data.leakage import (
+    HashCache,
+    LeakageError,
+    check_no_leakage,
+    duplicate_files,
+    file_sha256,
+    find_leaks,
+    pixel_sha256,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def png(path: Path, seed: int, *, compress_level: int = 6, shape: tuple[int, int] = (24, 32)) -> Path:
+    """A random 8-bit greyscale PNG: the same seed gives the same pixels whatever the compression."""
+    pixels = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+    Image.fromarray(pixels).save(path, compress_level=compress_level)
+    return path
+
+
+def lines_about(conflicts: list[str], kind: str) -> list[str]:
+    return [c for c in conflicts if c.startswith(kind)]
+
+
+def test_a_file_overwritten_by_a_training_copy_is_caught_with_the_same_cache(tmp_path: Path) -> None:
+    """The cache must notice a changed file even when its size stays the same (here: equal-size PNGs)."""
+    train = png(tmp_path / "train.png", seed=1, compress_level=0)
+    val = png(tmp_path / "val.png", seed=2, compress_level=0)
+    assert train.stat().st_size == val.stat().st_size  # uncompressed: only the pixels differ
+    datalist = {"training": [{"image": str(train)}], "validation": [{"image": str(val)}]}
+    cache_file = tmp_path / "cache" / "hashes.json"
+    check_no_leakage(datalist, cache=HashCache(cache_file))
+    assert cache_file.is_file()
+    stale = json.loads(cache_file.read_text())[str(val.resolve())]
+    shutil.copyfile(train, val)
+    later = val.stat().st_mtime_ns + 2_000_000_000  # a coarse-clock file system may keep the old mtime
+    os.utime(val, ns=(later, later))
+    with pytest.raises(LeakageError) as raised:
+        check_no_leakage(datalist, cache=HashCache(cache_file))
+    assert len(lines_about(raised.value.conflicts, "identical bytes")) == 1
+    assert len(lines_about(raised.value.conflicts, "identical pixels")) == 1
+    fresh = json.loads(cache_file.read_text())[str(val.resolve())]
+    assert fresh["bytes"] == file_sha256(train) != stale["bytes"]
+
+
+def test_the_cache_notices_a_size_change_with_the_mtime_kept(tmp_path: Path) -> None:
+    train = png(tmp_path / "train.png", seed=1)
+    val = png(tmp_path / "val.png", seed=2, shape=(40, 40))
+    stamp = val.stat().st_mtime_ns
+    cache = HashCache(tmp_path / "hashes.json")
+    assert not find_leaks({"training": [str(train)], "validation": [str(val)]}, cache=cache)
+    shutil.copyfile(train, val)
+    os.utime(val, ns=(stamp, stamp))  # same mtime, other size
+    assert len(find_leaks({"training": [str(train)], "validation": [str(val)]}, cache=cache)) == 2
+
+
+def test_the_cache_reuses_hashes_of_unchanged_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = png(tmp_path / "a.png", seed=1), png(tmp_path / "b.png", seed=2)
+    cache_file = tmp_path / "hashes.json"
+    assert not find_leaks({"training": [str(a)], "validation": [str(b)]}, cache=HashCache(cache_file))
+    entries = json.loads(cache_file.read_text())
+    assert entries[str(a.resolve())]["bytes"] == file_sha256(a)
+    assert entries[str(a.resolve())]["pixels"] == pixel_sha256(a)
+
+    def must_not_hash(path: Path) -> str:
+        raise AssertionError(f"{path} hashed again although unchanged")
+
+    monkeypatch.setattr("monai_fracture.data.leakage.file_sha256", must_not_hash)
+    monkeypatch.setattr("monai_fracture.data.leakage.pixel_sha256", must_not_hash)
+    assert not find_leaks({"training": [str(a)], "validation": [str(b)]}, cache=HashCache(cache_file))
+
+
+@pytest.mark.parametrize(
+    "left, right",
+    [("training", "validation"), ("training", "test"), ("validation", "test")],
+)
+def test_every_pair_of_parts_is_checked(tmp_path: Path, left: str, right: str) -> None:
+    """A leak between validation and test biases the threshold choice as much as one into training."""
+    parts = {"training": [], "validation": [], "test": []}
+    for i, part in enumerate(parts):
+        parts[part].append({"image": str(png(tmp_path / f"{part}.png", seed=10 + i)), "group": f"g{i}"})
+    assert find_leaks(parts) == []
+    copy = tmp_path / f"{right}_copy.png"
+    shutil.copyfile(parts[left][0]["image"], copy)
+    parts[right].append({"image": str(copy), "group": parts[left][0]["group"]})
+    conflicts = find_leaks(parts)
+    assert [c.split(" in ")[0] for c in conflicts] == ["group g" + str(list(parts).index(left)),
+                                                      "identical bytes " + file_sha256(copy)[:16],
+                                                      "identical pixels " + pixel_sha256(copy)[:16]]
+    assert all(f"in {sorted([left, right])}" in c for c in conflicts)
+    with pytest.raises(LeakageError, match="3 conflicts"):
+        check_no_leakage(parts)
+
+
+def test_a_reencoded_copy_is_caught_by_pixels_only(tmp_path: Path) -> None:
+    train = png(tmp_path / "train.png", seed=3, compress_level=9)
+    test = png(tmp_path / "test.png", seed=3, compress_level=0)
+    assert file_sha256(train) != file_sha256(test)
+    conflicts = find_leaks({"training": [str(train)], "test": [str(test)]})
+    assert len(conflicts) == 1 and conflicts[0].startswith("identical pixels") and "['test', 'training']" in conflicts[0]
+    assert find_leaks({"training": [str(train)], "test": [str(test)]}, check_pixels=False) == []
+
+
+def test_same_pixels_in_another_shape_are_not_a_copy(tmp_path: Path) -> None:
+    """The pixel hash covers the shape: a 24x32 image is not its own 32x24 reshape."""
+    pixels = np.random.default_rng(5).integers(0, 256, (24, 32), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    Image.fromarray(pixels.reshape(32, 24)).save(tmp_path / "b.png")
+    assert find_leaks({"training": [str(tmp_path / "a.png")], "validation": [str(tmp_path / "b.png")]}) == []
+
+
+def test_duplicates_within_one_part_are_not_leaks(tmp_path: Path) -> None:
+    a = png(tmp_path / "a.png", seed=1)
+    shutil.copyfile(a, tmp_path / "a_copy.png")
+    datalist = {"training": [{"image": str(a), "group": "p1"}, {"image": str(tmp_path / "a_copy.png"), "group": "p1"}]}
+    assert find_leaks(datalist) == []
+    assert duplicate_files([str(a), str(tmp_path / "a_copy.png"), str(png(tmp_path / "b.png", seed=2))]) == {
+        file_sha256(a): [str(a), str(tmp_path / "a_copy.png")]
+    }
+
+
+def test_series_items_hash_their_files_together(tmp_path: Path) -> None:
+    """A CT series (a folder or a list of slices) leaks when the same slices are on both sides."""
+    series = tmp_path / "series"
+    series.mkdir()
+    slices = [png(series / f"{i}.png", seed=20 + i) for i in range(3)]
+    datalist = {"training": [str(series)], "validation": [[str(p) for p in slices]]}
+    assert len(find_leaks(datalist)) == 2
+    one_slice_less = {"training": [str(series)], "validation": [[str(p) for p in slices[:2]]]}
+    assert find_leaks(one_slice_less) == []
+
+
+def test_groups_only_and_switches(tmp_path: Path) -> None:
+    a, b = png(tmp_path / "a.png", seed=1), png(tmp_path / "b.png", seed=2)
+    datalist = {"training": [{"image": str(a), "group": 7}], "validation": [{"image": str(b), "group": 7}]}
+    conflicts = find_leaks(datalist)
+    assert conflicts == ["group 7 in ['training', 'validation']: training:a.png, validation:b.png"]
+    assert find_leaks(datalist, check_groups=False) == []
+    shutil.copyfile(a, b)
+    assert len(find_leaks(datalist, check_groups=False, check_pixels=False)) == 1
+    assert len(find_leaks(datalist, check_groups=False, check_bytes=False)) == 1
+
+
+def test_an_undecodable_file_still_gets_a_byte_check(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(b"not an image at all" * 10)
+    shutil.copyfile(blob, tmp_path / "blob_copy.bin")
+    conflicts = find_leaks({"training": [str(blob)], "validation": [str(tmp_path / "blob_copy.bin")]})
+    assert len(conflicts) == 1 and conflicts[0].startswith("identical bytes")
+    assert "cannot decode for the pixel check" in caplog.text and "blob.bin" in caplog.text
+
+
+def test_an_unreadable_cache_file_is_ignored_and_rewritten(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cache_file = tmp_path / "hashes.json"
+    cache_file.write_text("{ not json")
+    a = png(tmp_path / "a.png", seed=1)
+    cache = HashCache(cache_file)
+    assert "ignoring unreadable hash cache" in caplog.text and str(cache_file) in caplog.text
+    assert cache.bytes_hash(a) == file_sha256(a)
+    cache.save()
+    assert json.loads(cache_file.read_text())[str(a.resolve())]["bytes"] == file_sha256(a)
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_many_conflicts_are_summarised(tmp_path: Path) -> None:
+    train = [{"image": str(png(tmp_path / f"t{i}.png", seed=i)), "group": f"g{i}"} for i in range(22)]
+    val = [{"image": str(png(tmp_path / f"v{i}.png", seed=100 + i)), "group": f"g{i}"} for i in range(22)]
+    with pytest.raises(LeakageError) as raised:
+        check_no_leakage({"training": train, "validation": val}, check_bytes=False, check_pixels=False)
+    message = str(raised.value)
+    assert message.startswith("refusing a leaky split (22 conflicts):")
+    assert message.count("\n  group ") == 20 and message.endswith("... and 2 more")
+    assert len(raised.value.conflicts) == 22
