@@ -122,6 +122,27 @@ def test_monochrome1_without_window_is_mirrored_in_its_value_range(tmp_path: Pat
     assert meta["presentation_ready"] is False and meta["inverted"] is True and meta["window"] is None
 
 
+def test_signed_monochrome1_without_window_is_mirrored_in_the_signed_range(tmp_path: Path) -> None:
+    """Signed 12-bit: the range is [-2048, 2047], so x maps to -2048 + 2047 - x (not 2047 - x)."""
+    stored = np.array([[-2048, -1, 0], [1, 1000, 2047]], dtype=np.int16)
+    ds = make_image(stored, photometric="MONOCHROME1", modality="CR", signed=True)
+    values, meta = read_dicom(save(ds, tmp_path / "signed.dcm"))
+    np.testing.assert_array_equal(values, -1.0 - stored.astype(np.float64))
+    assert values[0, 0] == 2047.0 and values[1, 2] == -2048.0  # the ends swap
+    assert meta["value_range"] == (-2048.0, 2047.0) and meta["inverted"] is True
+
+
+@pytest.mark.parametrize("slope, intercept", [(2.0, -100.0), (-0.5, 30.0)])
+def test_rescaled_monochrome1_without_window_is_mirrored_in_the_rescaled_range(tmp_path: Path, slope: float,
+                                                                                intercept: float) -> None:
+    ds = make_image(photometric="MONOCHROME1", modality="CR", RescaleSlope=slope, RescaleIntercept=intercept)
+    values, meta = read_dicom(save(ds, tmp_path / "rescaled.dcm"))
+    modality_values = apply_modality_lut(STORED, ds).astype(np.float64)
+    lo, hi = sorted((intercept, 4095 * slope + intercept))  # the 12-bit range through the rescale
+    np.testing.assert_allclose(values, lo + hi - modality_values, atol=1e-4)
+    assert meta["value_range"] == (lo, hi) and meta["inverted"] is True and meta["presentation_ready"] is False
+
+
 def test_presentation_lut_shape_inverse_on_monochrome2_inverts(tmp_path: Path) -> None:
     ds = make_image(WindowCenter=1000, WindowWidth=2000, PresentationLUTShape="INVERSE")
     values, meta = read_dicom(save(ds, tmp_path / "inverse.dcm"))
