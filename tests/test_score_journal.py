@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import psutil
 import pytest
 
 from monai_fracture.scoring.journal import Journal, JournalMismatchError
@@ -128,3 +130,46 @@ def test_empty_writes_add_nothing(tmp_path: Path) -> None:
     journal.close()
     journal.close()  # twice is harmless
     assert path.read_bytes() == b""
+
+
+def test_undecodable_path_names_round_trip(tmp_path: Path) -> None:
+    """File names that are not UTF-8 reach us as surrogate escapes; the journal must still hold them."""
+    odd = row(5)
+    odd.path = os.fsdecode(b"/data/caf\xe9-\xff.dcm")
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path).open()
+    journal.write_rows([odd, row(6)])
+    journal.close()
+    assert set(Journal(path).load().rows) == {odd.path, row(6).path}
+
+
+def test_unknown_records_are_skipped_not_fatal(tmp_path: Path) -> None:
+    """A record of a later version (or without a type) is passed over; what follows still counts."""
+    path = tmp_path / "journal.jsonl"
+    first_run(path, n=1)
+    with open(path, "ab") as handle:
+        handle.write(b'{"path": "/data/typeless.dcm"}\n{"type": "progress", "done": 1}\n')
+    journal = Journal(path).open()
+    journal.write_rows([row(8)])
+    journal.close()
+    state = Journal(path).load()
+    assert set(state.rows) == {row(0).path, row(8).path}
+
+
+def test_the_folder_is_made_and_the_file_closed(tmp_path: Path) -> None:
+    path = tmp_path / "out" / "shard" / "journal.jsonl"
+    journal = Journal(path).open()
+    journal.write_rows([row(1)])
+    assert str(path) in {f.path for f in psutil.Process().open_files()}
+    journal.close()
+    assert str(path) not in {f.path for f in psutil.Process().open_files()}
+    assert set(Journal(path).load().rows) == {row(1).path}
+
+
+def test_the_warning_counts_the_dropped_bytes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "journal.jsonl"
+    first_run(path, n=1)
+    with open(path, "ab") as handle:
+        handle.write(b'{"type": "ro')
+    Journal(path).load()
+    assert f"journal {path}: dropping a torn last record (12 bytes)" in caplog.text
