@@ -16,6 +16,7 @@ from pydicom.pixels import apply_modality_lut, apply_windowing
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, UID, generate_uid
 
 from monai_fracture.io import ImageReadError, ReadFailure, read_dicom, read_image, scan_dicom_headers
+from needs import missing
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -491,7 +492,7 @@ def test_jpegls_decodes_with_the_preferred_plugin_to_the_same_pixels(tmp_path: P
 
     decoder = get_decoder(JPEGLSLossless)
     if not decoder.is_available:
-        pytest.skip("no JPEG-LS decoder installed")
+        missing("no JPEG-LS decoder installed (pyjpegls)")
     rng = np.random.default_rng(2)
     stored = rng.integers(0, 4096, size=(96, 80)).astype(np.uint16)
     ds = make_image(stored, WindowCenter=2000, WindowWidth=3000)
