@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 from PIL import Image
 
 from monai_fracture.data.leakage import (
+    decode_pixels,
     HashCache,
     LeakageError,
     check_no_leakage,
@@ -67,7 +70,8 @@ def test_the_cache_notices_a_size_change_with_the_mtime_kept(tmp_path: Path) -> 
     assert len(find_leaks({"training": [str(train)], "validation": [str(val)]}, cache=cache)) == 2
 
 
-def test_the_cache_reuses_hashes_of_unchanged_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cache_reuses_hashes_of_unchanged_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
     a, b = png(tmp_path / "a.png", seed=1), png(tmp_path / "b.png", seed=2)
     cache_file = tmp_path / "hashes.json"
     assert not find_leaks({"training": [str(a)], "validation": [str(b)]}, cache=HashCache(cache_file))
@@ -80,7 +84,11 @@ def test_the_cache_reuses_hashes_of_unchanged_files(tmp_path: Path, monkeypatch:
 
     monkeypatch.setattr("monai_fracture.data.leakage.file_sha256", must_not_hash)
     monkeypatch.setattr("monai_fracture.data.leakage.pixel_sha256", must_not_hash)
-    assert not find_leaks({"training": [str(a)], "validation": [str(b)]}, cache=HashCache(cache_file))
+    stamp = cache_file.stat().st_mtime_ns
+    with caplog.at_level(logging.WARNING):
+        assert not find_leaks({"training": [str(a)], "validation": [str(b)]}, cache=HashCache(cache_file))
+    assert caplog.messages == []  # nothing re-hashed (a failing re-hash would be logged and cached as None)
+    assert json.loads(cache_file.read_text()) == entries and cache_file.stat().st_mtime_ns == stamp
 
 
 @pytest.mark.parametrize(
@@ -160,7 +168,11 @@ def test_an_undecodable_file_still_gets_a_byte_check(tmp_path: Path, caplog: pyt
     shutil.copyfile(blob, tmp_path / "blob_copy.bin")
     conflicts = find_leaks({"training": [str(blob)], "validation": [str(tmp_path / "blob_copy.bin")]})
     assert len(conflicts) == 1 and conflicts[0].startswith("identical bytes")
-    assert "cannot decode for the pixel check" in caplog.text and "blob.bin" in caplog.text
+    assert [m for m in caplog.messages if "pixel check" in m] == [
+        f"{blob}: cannot decode for the pixel check: cannot identify image file '{blob}'",
+        f"{tmp_path / 'blob_copy.bin'}: cannot decode for the pixel check: cannot identify image file "
+        f"'{tmp_path / 'blob_copy.bin'}'",
+    ]
 
 
 def test_an_unreadable_cache_file_is_ignored_and_rewritten(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -168,7 +180,8 @@ def test_an_unreadable_cache_file_is_ignored_and_rewritten(tmp_path: Path, caplo
     cache_file.write_text("{ not json")
     a = png(tmp_path / "a.png", seed=1)
     cache = HashCache(cache_file)
-    assert "ignoring unreadable hash cache" in caplog.text and str(cache_file) in caplog.text
+    assert caplog.messages == [f"{cache_file}: ignoring unreadable hash cache: Expecting property name enclosed "
+                               "in double quotes: line 1 column 3 (char 2)"]
     assert cache.bytes_hash(a) == file_sha256(a)
     cache.save()
     assert json.loads(cache_file.read_text())[str(a.resolve())]["bytes"] == file_sha256(a)
@@ -184,3 +197,63 @@ def test_many_conflicts_are_summarised(tmp_path: Path) -> None:
     assert message.startswith("refusing a leaky split (22 conflicts):")
     assert message.count("\n  group ") == 20 and message.endswith("... and 2 more")
     assert len(raised.value.conflicts) == 22
+
+
+def test_pixel_hashes_are_of_what_the_reader_decodes(tmp_path: Path) -> None:
+    """Pixels as monai_fracture.io decodes them (LUTs applied) where it can, else Pillow's: pinned, so
+    a cache written by one version means the same in the next."""
+    from monai_fracture.io import read_image
+
+    def reference(array: np.ndarray) -> str:
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        return hashlib.sha256(str(array.shape).encode() + array.tobytes()).hexdigest()
+
+    a = png(tmp_path / "a.png", seed=4)
+    assert pixel_sha256(a) == reference(read_image(str(a))[0])
+    pixels = np.asarray(Image.open(a))
+    Image.fromarray(pixels).save(tmp_path / "a.bmp")  # our reader refuses BMP: Pillow decodes it
+    np.testing.assert_array_equal(decode_pixels(tmp_path / "a.bmp"), pixels.astype(np.float32))
+    assert decode_pixels(tmp_path / "a.bmp").dtype == np.float32
+    assert pixel_sha256(tmp_path / "a.bmp") == reference(pixels)
+
+
+def test_a_small_leak_is_reported_in_full(tmp_path: Path) -> None:
+    """Up to 20 conflicts are listed with no "more" line; each lists at most three files."""
+    a = png(tmp_path / "a.png", seed=1)
+    copies = [str(a)]
+    for i in range(4):
+        shutil.copyfile(a, tmp_path / f"c{i}.png")
+        copies.append(str(tmp_path / f"c{i}.png"))
+    with pytest.raises(LeakageError) as raised:
+        check_no_leakage({"training": copies[:4], "test": copies[4:]}, check_pixels=False)
+    digest = file_sha256(a)[:16]
+    assert str(raised.value) == (f"refusing a leaky split (1 conflicts):\n  identical bytes {digest} in "
+                                 f"['test', 'training']: training:{copies[0]}, training:{copies[1]}, "
+                                 f"training:{copies[2]}")
+
+
+def test_only_non_empty_lists_are_parts(tmp_path: Path) -> None:
+    a = png(tmp_path / "a.png", seed=1)
+    datalist = {"numTraining": 1, "description": "x", "training": [str(a)], "validation": [], "test": [str(a)]}
+    assert len(find_leaks(datalist)) == 2
+
+
+def test_progress_bar_only_when_asked_or_on_a_terminal(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    a, b = png(tmp_path / "a.png", seed=1), png(tmp_path / "b.png", seed=2)
+    find_leaks({"training": [str(a)], "validation": [str(b)]})
+    assert capsys.readouterr().err == ""  # stderr is not a terminal here
+    find_leaks({"training": [str(a)], "validation": [str(b)]}, progress=True)
+    err = capsys.readouterr().err
+    assert "leakage check: 100%" in err and "2/2" in err
+    find_leaks({"training": [str(a)], "validation": [str(b)]}, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_the_cache_folder_is_made_and_no_temporary_file_stays(tmp_path: Path) -> None:
+    cache_file = tmp_path / "deep" / "er" / "hashes.json"
+    HashCache(cache_file).save()
+    assert not cache_file.exists()  # nothing hashed, nothing written
+    a = png(tmp_path / "a.png", seed=1)
+    assert find_leaks({"training": [str(a)]}, cache=HashCache(cache_file)) == []
+    assert set(json.loads(cache_file.read_text())) == {str(a.resolve())}
+    assert [p.name for p in cache_file.parent.iterdir()] == ["hashes.json"]

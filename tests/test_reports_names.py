@@ -57,7 +57,7 @@ def test_object_file_names_keep_valid_uids_and_hash_the_rest() -> None:
 
 @pytest.mark.parametrize(
     "value, valid",
-    [("1.2.3", True), ("0.1", True), ("2.25.0", True), ("1." + "2" * 62, True), ("1." + "2" * 63, False),
+    [("1.2.3", True), ("0.1", True), ("1", True), ("0", True), ("2.25.0", True), ("1." + "2" * 62, True), ("1." + "2" * 63, False),
      ("1.02.3", False), ("01.2", False), ("1..2", False), ("1.2.", False), (".1", False), ("", False),
      ("1.2.a", False), ("1.2.3\n", False), (None, False), (123, False)],
 )
