@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monai_fracture.io import read_dicom
-from monai_fracture.io.dicom_pixels import window_to_unit
+from pydicom.dataset import Dataset
+
+from monai_fracture.io import ImageReadError, read_dicom
+from monai_fracture.io.dicom_pixels import _rescale, _window, window_to_unit
 from test_io_dicom import make_image, save
 
 VALUES = np.array([[-1000.0, 0.0, 9.0, 9.5], [10.0, 10.5, 11.0, 5000.0]], dtype=np.float32)
@@ -94,3 +96,101 @@ def test_rgb_becomes_float32_bt601_grey_in_its_bit_depth(tmp_path: Path, bits: i
     assert values.dtype == np.float32 and values.shape == (2, 2)
     np.testing.assert_allclose(values, expected, atol=1e-6)
     assert meta["presentation_ready"] is True
+
+
+# --- which window and which rescale a header asks for ------------------------------------------
+
+def header(**tags: object) -> Dataset:
+    ds = Dataset()
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def frame_groups(*windows: tuple[float, float] | None, shared: tuple[float, float, str] | None = None) -> Dataset:
+    """An enhanced multi-frame header with one Frame VOI LUT item per frame (None: no window there)."""
+    ds = Dataset()
+    ds.PerFrameFunctionalGroupsSequence = []
+    for window in windows:
+        group = Dataset()
+        if window is not None:
+            item = header(WindowCenter=window[0], WindowWidth=window[1])
+            group.FrameVOILUTSequence = [item]
+        ds.PerFrameFunctionalGroupsSequence.append(group)
+    if shared is not None:
+        group = Dataset()
+        group.FrameVOILUTSequence = [header(WindowCenter=shared[0], WindowWidth=shared[1], VOILUTFunction=shared[2])]
+        ds.SharedFunctionalGroupsSequence = [group]
+    return ds
+
+
+def test_the_first_of_several_windows_is_used() -> None:
+    ds = header(WindowCenter=[1000, 40], WindowWidth=[2000, 400])
+    assert _window(ds) == (1000.0, 2000.0, "LINEAR")
+    assert _window(header(WindowCenter="40", WindowWidth="400")) == (40.0, 400.0, "LINEAR")
+
+
+@pytest.mark.parametrize("tags", [{}, {"WindowCenter": 40}, {"WindowWidth": 400}])
+def test_no_window_without_both_values(tags: dict) -> None:
+    assert _window(header(**tags)) is None
+
+
+def test_enhanced_frames_take_their_own_window_then_the_shared_one() -> None:
+    ds = frame_groups((100, 50), (200, 60), None, shared=(300, 70, "SIGMOID"))
+    assert _window(ds) == (100.0, 50.0, "LINEAR")  # the function belongs to the item the window came from
+    assert _window(ds, frame=1) == (200.0, 60.0, "LINEAR")
+    assert _window(ds, frame=2) == (300.0, 70.0, "SIGMOID")
+    assert _window(frame_groups(None, shared=(300, 70, "LINEAR_EXACT"))) == (300.0, 70.0, "LINEAR_EXACT")
+    top_level = frame_groups((100, 50))
+    top_level.VOILUTFunction = "LINEAR_EXACT"
+    assert _window(top_level) == (100.0, 50.0, "LINEAR_EXACT")  # a top-level function wins
+    assert _window(frame_groups(None)) is None
+
+
+def test_functions_are_normalised_and_unknown_ones_fall_back(caplog: pytest.LogCaptureFixture) -> None:
+    lower = header(WindowCenter=40, WindowWidth=400, VOILUTFunction="sigmoid ")
+    unknown = header(WindowCenter=40, WindowWidth=400, VOILUTFunction="GAMMA")
+    caplog.clear()  # pydicom's own note about the lower-case value
+    assert _window(lower)[2] == "SIGMOID"
+    assert _window(header(WindowCenter=40, WindowWidth=400, VOILUTFunction="LINEAR"))[2] == "LINEAR"
+    assert caplog.messages == []
+    assert _window(unknown) == (40.0, 400.0, "LINEAR")
+    assert caplog.messages == ["unknown VOI LUT Function 'GAMMA', using LINEAR"]
+
+
+@pytest.mark.parametrize("center, width, function, valid", [
+    (40, 1, "LINEAR", True), (40, 0.5, "LINEAR", False), (40, 0.5, "LINEAR_EXACT", True),
+    (40, 0.5, "SIGMOID", True), (40, 0, "LINEAR_EXACT", False), (40, -1, "SIGMOID", False),
+    (1e39, 400, "LINEAR", False), (40, 1e39, "LINEAR", False), (-1e39, 400, "LINEAR", False),
+])
+def test_window_values_dicom_allows(center: float, width: float, function: str, valid: bool) -> None:
+    found = _window(header(WindowCenter=center, WindowWidth=width, VOILUTFunction=function))
+    assert found == ((float(center), float(width), function) if valid else None)
+
+
+@pytest.mark.parametrize("center, width", [("abc", "400"), ("40", ""), ([], [])])
+def test_unreadable_window_values_are_no_window(center: object, width: object) -> None:
+    ds = Dataset()
+    ds.add_new("WindowCenter", "DS", None)
+    ds.add_new("WindowWidth", "DS", None)
+    ds["WindowCenter"]._value, ds["WindowWidth"]._value = center, width  # as a malformed file would give them
+    assert _window(ds) is None
+
+
+def test_rescale_reads_top_level_then_the_frame_group() -> None:
+    assert _rescale(header()) is None
+    assert _rescale(header(RescaleSlope=2, RescaleIntercept=-100)) == (2.0, -100.0)
+    assert _rescale(header(RescaleSlope=2)) == (2.0, 0.0)
+    assert _rescale(header(RescaleIntercept=-1024)) == (1.0, -1024.0)
+    ds = Dataset()
+    group = Dataset()
+    group.PixelValueTransformationSequence = [header(RescaleSlope=0.5, RescaleIntercept=7)]
+    ds.PerFrameFunctionalGroupsSequence = [Dataset(), group]
+    assert _rescale(ds, frame=1) == (0.5, 7.0)
+    assert _rescale(ds, frame=0) is None
+
+
+@pytest.mark.parametrize("slope, intercept", [(0, 0), (1e39, 0), (1, 1e39), (1, -1e39)])
+def test_rescale_values_that_cannot_work_are_refused(slope: float, intercept: float) -> None:
+    with pytest.raises(ImageReadError, match="Rescale Slope/Intercept"):
+        _rescale(header(RescaleSlope=slope, RescaleIntercept=intercept))
