@@ -4,7 +4,8 @@ mutmut (``[tool.mutmut]`` in pyproject.toml) copies the package to ``mutants/`` 
 mutant, only the selected tests that reach the mutated function. This script names the functions
 (a whole module where all of it matters, the LUT chain only in ``io/dicom_pixels.py``), runs them,
 and prints the score per module with the surviving mutants, so a sitting on 2 cores is enough.
-Results are kept in ``mutants/``: a second run only re-checks what changed.
+Verdicts are kept in ``mutants/``: after adding tests, ``--survivors`` re-checks only the mutants
+not yet killed (killed ones stay killed when tests are only added).
 """
 
 from __future__ import annotations
@@ -89,11 +90,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--module", action="append", choices=list(MODULES), help="only this module (repeatable)")
     parser.add_argument("--max-children", type=int, default=max(1, min(2, os.cpu_count() or 1)))
     parser.add_argument("--report-only", action="store_true", help="print the scores of the last run")
+    parser.add_argument("--survivors", action="store_true", help="re-run only the mutants the last run did not kill")
     parser.add_argument("--min-score", type=float, default=85.0, help="exit 1 when a module scores below (percent)")
     args = parser.parse_args(argv)
     selected = {k: v for k, v in MODULES.items() if not args.module or k in args.module}
-    if not args.report_only:
-        run_mutmut([p for patterns in selected.values() for p in patterns], args.max_children)
+    patterns = [p for module_patterns in selected.values() for p in module_patterns]
+    if args.survivors:
+        patterns = sorted(n for n, s in results().items()
+                          if s not in DETECTED and any(fnmatch.fnmatchcase(n, p) for p in patterns))
+    if not args.report_only and patterns:
+        run_mutmut(patterns, args.max_children)
     return 0 if report(selected, results(), args.min_score) else 1
 
 
