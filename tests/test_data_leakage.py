@@ -257,3 +257,11 @@ def test_the_cache_folder_is_made_and_no_temporary_file_stays(tmp_path: Path) ->
     assert find_leaks({"training": [str(a)]}, cache=HashCache(cache_file)) == []
     assert set(json.loads(cache_file.read_text())) == {str(a.resolve())}
     assert [p.name for p in cache_file.parent.iterdir()] == ["hashes.json"]
+
+
+def test_exactly_twenty_conflicts_are_all_listed(tmp_path: Path) -> None:
+    train = [{"image": str(tmp_path / "t.png"), "group": f"g{i}"} for i in range(20)]
+    val = [{"image": str(tmp_path / "v.png"), "group": f"g{i}"} for i in range(20)]
+    with pytest.raises(LeakageError) as raised:
+        check_no_leakage({"training": train, "validation": val}, check_bytes=False, check_pixels=False)
+    assert str(raised.value).count("\n  group ") == 20 and "more" not in str(raised.value)
