@@ -691,3 +691,41 @@ def test_rescale_reads_top_level_then_the_frame_group() -> None:
 def test_rescale_values_that_cannot_work_are_refused(slope: float, intercept: float) -> None:
     with pytest.raises(ImageReadError, match="Rescale Slope/Intercept"):
         _rescale(header(RescaleSlope=slope, RescaleIntercept=intercept))
+
+
+def test_palette_colour_becomes_bt601_grey_of_its_lookup(tmp_path: Path) -> None:
+    index = np.array([[0, 1], [2, 3]], dtype=np.uint8)
+    red, green, blue = (np.array(c, dtype=np.uint16) for c in ([65535, 0, 0, 30000], [0, 65535, 0, 30000], [0, 0, 65535, 30000]))
+    ds = make_image(index.astype(np.uint16), modality="OT", bits_stored=8)
+    ds.BitsAllocated, ds.PhotometricInterpretation = 8, "PALETTE COLOR"
+    ds.PixelData = index.tobytes()
+    for name, table in (("Red", red), ("Green", green), ("Blue", blue)):
+        setattr(ds, f"{name}PaletteColorLookupTableDescriptor", [4, 0, 16])
+        setattr(ds, f"{name}PaletteColorLookupTableData", table.tobytes())
+    values, meta = read_dicom(save(ds, tmp_path / "palette.dcm"))
+    rgb = np.stack([red, green, blue], axis=-1)[index].astype(np.float64)
+    assert values.dtype == np.float32 and meta["presentation_ready"] is True
+    np.testing.assert_allclose(values, rgb @ np.array([0.299, 0.587, 0.114]) / 65535, atol=1e-6)
+
+
+def test_float_pixel_data_is_kept_as_real_world_values(tmp_path: Path) -> None:
+    stored = np.array([[-1.5, 0.0], [2.25, 1000.0]], dtype=np.float32)
+    ds = make_image(modality="OT")
+    del ds.PixelData, ds.BitsStored, ds.HighBit, ds.PixelRepresentation
+    ds.Rows, ds.Columns, ds.BitsAllocated = 2, 2, 32
+    ds.FloatPixelData = stored.tobytes()
+    values, meta = read_dicom(save(ds, tmp_path / "float.dcm"))
+    assert values.dtype == np.float32
+    np.testing.assert_array_equal(values, stored)
+    assert meta["presentation_ready"] is False and meta["value_range"] == (-1.5, 1000.0)
+
+
+def test_a_window_is_applied_when_it_overlaps_the_data_and_ignored_when_it_misses(tmp_path: Path) -> None:
+    overlapping = make_image(WindowCenter=4500, WindowWidth=1000)  # [4000, 5000] catches 4095
+    values, meta = read_dicom(save(overlapping, tmp_path / "overlap.dcm"))
+    np.testing.assert_allclose(values, linear(STORED.astype(np.float64), 4500, 1000), atol=1e-6)
+    assert meta["window"] == (4500.0, 1000.0) and meta["window_ignored"] is None
+    missing_window = make_image(WindowCenter=5000, WindowWidth=1000)  # [4500, 5500]: no data there
+    values, meta = read_dicom(save(missing_window, tmp_path / "miss.dcm"))
+    np.testing.assert_array_equal(values, STORED.astype(np.float32))
+    assert meta["window"] is None and meta["window_ignored"] == (5000.0, 1000.0) and meta["presentation_ready"] is False
