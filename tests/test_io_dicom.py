@@ -729,3 +729,67 @@ def test_a_window_is_applied_when_it_overlaps_the_data_and_ignored_when_it_misse
     values, meta = read_dicom(save(missing_window, tmp_path / "miss.dcm"))
     np.testing.assert_array_equal(values, STORED.astype(np.float32))
     assert meta["window"] is None and meta["window_ignored"] == (5000.0, 1000.0) and meta["presentation_ready"] is False
+
+
+@pytest.mark.parametrize("tags, detail", [
+    ({"RescaleSlope": 1e27, "RescaleIntercept": 0}, "Rescale Slope/Intercept 1e+27/0.0 overflow float32"),
+    ({"RescaleSlope": 1e30, "RescaleIntercept": 0}, "Rescale Slope/Intercept 1e+30/0.0"),
+    ({"RescaleSlope": 0, "RescaleIntercept": 0}, "Rescale Slope/Intercept 0.0/0.0"),
+])
+def test_unusable_rescales_name_the_file_and_the_values(tmp_path: Path, tags: dict, detail: str) -> None:
+    path = save(make_image(**tags), tmp_path / "rescale.dcm")
+    with pytest.raises(ImageReadError) as raised:
+        read_dicom(path)
+    assert (raised.value.path, raised.value.reason, raised.value.detail) == (str(path), ReadFailure.INVALID_VALUE, detail)
+
+
+def test_an_unreadable_rescale_string_names_the_file(tmp_path: Path) -> None:
+    ds = make_image()
+    ds.add_new("RescaleSlope", "DS", None)
+    ds["RescaleSlope"]._value = "abc"
+    ds.RescaleIntercept = 0
+    path = save(ds, tmp_path / "bad_rescale.dcm")
+    with pytest.raises(ImageReadError) as raised:
+        read_dicom(path)
+    assert raised.value.path == str(path) and raised.value.reason == ReadFailure.INVALID_VALUE
+    assert raised.value.detail.startswith("Rescale Slope/Intercept")
+
+
+def test_an_unusable_modality_lut_names_the_file(tmp_path: Path) -> None:
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 16]
+    item.ModalityLUTType = "US"
+    item.LUTData = [1, 2, 3]  # far fewer entries than the descriptor promises
+    ds = make_image(modality="OT", ModalityLUTSequence=[item])
+    ds.ModalityLUTSequence[0]["LUTData"].VR = "US"
+    path = save(ds, tmp_path / "badlut.dcm")
+    try:
+        values, meta = read_dicom(path)
+    except ImageReadError as err:
+        assert (err.path, err.reason) == (str(path), ReadFailure.INVALID_VALUE)
+        assert err.detail.startswith("Modality LUT Sequence unusable: ")
+    else:  # pydicom pads a short table: then the range still follows the descriptor's 16 bits
+        assert meta["value_range"] == (0.0, 65535.0) and values.dtype == np.float32
+
+
+def test_modality_lut_value_range_follows_its_bit_depth(tmp_path: Path) -> None:
+    table = (np.arange(4096) // 16).astype(np.uint16)
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 8]
+    item.ModalityLUTType = "US"
+    item.LUTData = table.tolist()
+    ds = make_image(modality="OT", ModalityLUTSequence=[item])
+    ds.ModalityLUTSequence[0]["LUTData"].VR = "US"
+    values, meta = read_dicom(save(ds, tmp_path / "lut8.dcm"))
+    np.testing.assert_array_equal(values, table[STORED].astype(np.float32))
+    assert meta["value_range"] == (0.0, 255.0) and meta["presentation_ready"] is False
+
+
+def test_a_windowed_image_reports_the_unit_range_and_a_missed_window_is_logged(tmp_path: Path,
+                                                                            caplog: pytest.LogCaptureFixture) -> None:
+    _, meta = read_dicom(save(make_image(WindowCenter=1000, WindowWidth=2000), tmp_path / "w.dcm"))
+    assert meta["value_range"] == (0.0, 1.0)
+    path = save(make_image(WindowCenter=9000, WindowWidth=1000), tmp_path / "miss.dcm")
+    caplog.clear()
+    read_dicom(path)
+    assert f"{path}: window 9000.0/1000.0 lies outside the data range [0.0, 4095.0], not applied" in caplog.messages
