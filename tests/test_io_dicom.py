@@ -17,7 +17,7 @@ from pydicom.pixels import apply_modality_lut, apply_windowing
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, UID, generate_uid
 
 from monai_fracture.io import ImageReadError, ReadFailure, read_dicom, read_image, scan_dicom_headers
-from monai_fracture.io.dicom_pixels import _rescale, _window, window_to_unit
+from monai_fracture.io.dicom_pixels import _rescale, _voi_lut_depth, _window, window_to_unit
 from needs import missing
 
 pytestmark = pytest.mark.timeout(60)
@@ -790,3 +790,73 @@ def test_a_windowed_image_reports_the_unit_range_and_a_missed_window_is_logged(t
     caplog.clear()
     read_dicom(path)
     assert f"{path}: window 9000.0/1000.0 lies outside the data range [0.0, 4095.0], not applied" in caplog.messages
+
+
+def test_rescale_falls_back_to_the_frame_group_only_when_incomplete() -> None:
+    group = Dataset()
+    group.PixelValueTransformationSequence = [header(RescaleSlope=0.5, RescaleIntercept=7)]
+    both = header(RescaleSlope=2, RescaleIntercept=-100)
+    both.SharedFunctionalGroupsSequence = [group]
+    assert _rescale(both) == (2.0, -100.0)
+    slope_only = header(RescaleSlope=2)
+    slope_only.SharedFunctionalGroupsSequence = [group]
+    assert _rescale(slope_only) == (0.5, 7.0)
+    intercept_only = header(RescaleIntercept=-100)
+    intercept_only.SharedFunctionalGroupsSequence = [group]
+    assert _rescale(intercept_only) == (0.5, 7.0)
+    per_frame = Dataset()
+    per_frame.PerFrameFunctionalGroupsSequence = [Dataset(), group]
+    assert _rescale(per_frame) is None  # frame 0 by default
+
+
+@pytest.mark.parametrize("slope, intercept, expected", [("", "5", (1.0, 5.0)), ("2", " ", (2.0, 0.0))])
+def test_empty_rescale_values_take_the_identity(slope: str, intercept: str, expected: tuple) -> None:
+    ds = Dataset()
+    ds.add_new("RescaleSlope", "DS", None)
+    ds.add_new("RescaleIntercept", "DS", None)
+    ds["RescaleSlope"]._value, ds["RescaleIntercept"]._value = slope, intercept
+    assert _rescale(ds) == expected
+
+
+def test_an_intercept_at_the_float32_guard_is_refused() -> None:
+    with pytest.raises(ImageReadError):
+        _rescale(header(RescaleSlope=1, RescaleIntercept=1e30))
+
+
+@pytest.mark.parametrize("depth, expected", [(8, 8), (9, None), (10, 10), (12, 12), (16, 16), (17, None)])
+def test_voi_lut_depth_is_8_or_10_to_16_bits(depth: int, expected: int | None) -> None:
+    item = header(LUTDescriptor=[256, 0, depth], LUTData=[0] * 256)
+    assert _voi_lut_depth(header(VOILUTSequence=[item])) == expected
+
+
+@pytest.mark.parametrize("item_tags", [{"LUTData": [0] * 4}, {"LUTDescriptor": [4, 0, 16]},
+                                       {"LUTDescriptor": [4, 0], "LUTData": [0] * 4}])
+def test_an_incomplete_voi_lut_item_has_no_depth(item_tags: dict) -> None:
+    assert _voi_lut_depth(header(VOILUTSequence=[header(**item_tags)])) is None
+    assert _voi_lut_depth(header()) is None
+
+
+def test_a_broken_palette_names_the_file(tmp_path: Path) -> None:
+    index = np.array([[0, 1], [2, 200]], dtype=np.uint8)
+    ds = make_image(index.astype(np.uint16), modality="OT", bits_stored=8)
+    ds.BitsAllocated, ds.PhotometricInterpretation = 8, "PALETTE COLOR"
+    ds.PixelData = index.tobytes()
+    for name in ("Red", "Green", "Blue"):
+        setattr(ds, f"{name}PaletteColorLookupTableDescriptor", [4, 0, 16])
+        setattr(ds, f"{name}PaletteColorLookupTableData", b"\x00\x01")  # one entry for four
+    path = save(ds, tmp_path / "palette.dcm")
+    with pytest.raises(ImageReadError) as raised:
+        read_dicom(path)
+    assert (raised.value.path, raised.value.reason) == (str(path), ReadFailure.INVALID_VALUE)
+    assert raised.value.detail.startswith("palette colour lookup failed: ")
+
+
+def test_colour_images_report_no_window_and_no_inversion(tmp_path: Path) -> None:
+    rgb = np.zeros((2, 2, 3), dtype=np.uint8)
+    ds = make_image(modality="OT")
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.Rows, ds.Columns = 7, 2, 2
+    ds.PixelData = rgb.tobytes()
+    _, meta = read_dicom(save(ds, tmp_path / "rgb.dcm"))
+    assert meta["window"] is None and meta["inverted"] is False
