@@ -59,13 +59,13 @@ def test_init_head_gives_small_logits():
 
     init_head(Net(), std=0.01)
     # 2560 normal samples: the sample std is within 1.4% of the true one (1 sigma)
-    assert float(head.weight.std()) == pytest.approx(0.01, rel=0.06)
-    assert abs(float(head.weight.mean())) < 0.001 and torch.all(head.bias == 0)
-    assert float(head.weight.abs().max()) < 0.06  # normal, not the old uniform +-0.71
+    assert float(head.weight.detach().std()) == pytest.approx(0.01, rel=0.06)
+    assert abs(float(head.weight.detach().mean())) < 0.001 and torch.all(head.bias == 0)
+    assert float(head.weight.detach().abs().max()) < 0.06  # normal, not the old uniform +-0.71
     wrapped = torch.nn.Module()
     wrapped.module = Net()  # DataParallel / DistributedDataParallel keep the network here
     init_head(wrapped, std=0.05)
-    assert float(head.weight.std()) == pytest.approx(0.05, rel=0.06)
+    assert float(head.weight.detach().std()) == pytest.approx(0.05, rel=0.06)
 
 
 def test_flat_compose_flattens_nested_chains():
