@@ -34,5 +34,7 @@ def test_ct_configuration_trains_a_3d_network(tmp_path):
     assert state["_conv_stem.weight"].ndim == 5, "not a 3D network"
     assert state["_conv_stem.weight"].shape[1] == 1
     history = json.loads((tmp_path / "logs" / "history.json").read_text())
-    assert history[0]["iterations"] >= 1 and history[0]["train_loss"] > 0
+    # two-class cross-entropy from a head initialised at P = 0.5 starts at ln 2 = 0.69 and cannot
+    # move far in one short epoch; a head left at MONAI's wide init, or a summed loss, lands far outside
+    assert history[0]["iterations"] >= 1 and 0.3 < history[0]["train_loss"] < 1.5, history
     assert any((tmp_path / "data").glob("synthetic_ct_*")), "no synthetic CT set generated"

@@ -20,12 +20,14 @@ from monai_fracture.training.evaluation import (
     write_evaluation,
 )
 from monai_fracture.training.metrics import (
+    ThresholdChoice,
     ThresholdedMetrics,
     as_probability_and_label,
     binary_scores,
     bootstrap_roc_auc_ci,
     choose_threshold,
     expected_calibration_error,
+    threshold_metrics,
 )
 
 
@@ -136,3 +138,50 @@ def test_write_evaluation_outputs(tmp_path):
     for png in (ROC_PNG, CONFUSION_PNG, CALIBRATION_PNG):
         data = (tmp_path / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, png
+
+
+def test_scores_at_the_threshold_count_as_positive_and_empty_ratios_are_nan():
+    scores = binary_scores(np.array([0.5, 0.49, 0.7, 0.1]), np.array([1, 1, 0, 0]), 0.5)
+    assert scores == {"accuracy": 0.5, "sensitivity": 0.5, "specificity": 0.5, "precision": 0.5, "npv": 0.5,
+                      "f1": 0.5, "tp": 1, "fp": 1, "tn": 1, "fn": 1}
+    none_called = binary_scores(np.array([[0.1], [0.2]]), np.array([[0], [1]]), 0.5)  # column vectors too
+    assert (none_called["tp"], none_called["fp"], none_called["tn"], none_called["fn"]) == (0, 0, 1, 1)
+    assert np.isnan(none_called["precision"]) and none_called["npv"] == 0.5 and none_called["f1"] == 0.0
+    no_positives = binary_scores(np.array([0.1, 0.9]), np.array([0, 0]), 0.5)
+    assert np.isnan(no_positives["sensitivity"]) and no_positives["specificity"] == 0.5
+
+
+def test_fixed_and_single_class_rules():
+    probs, labels = np.array([0.1, 0.9]), np.array([0, 1])
+    assert choose_threshold(probs, labels, rule="fixed", fixed_threshold=0.3) == ThresholdChoice(0.3, "fixed 0.3")
+    single = choose_threshold([0.2, 0.9], [0, 0], fixed_threshold=0.42)
+    assert single == ThresholdChoice(0.42, "fixed 0.42 (validation holds one class only)")
+    assert choose_threshold([], []).threshold == 0.5
+
+
+def test_rule_texts_carry_the_achieved_values():
+    probs = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    assert choose_threshold(probs, labels).rule == "maximise Youden's J on validation (J=0.7500; ties -> higher threshold)"
+    target = choose_threshold(probs, labels, rule="target_sensitivity", target_sensitivity=0.7)
+    assert target.rule == "highest threshold with validation sensitivity >= 0.7 (got 0.7500)"
+    assert target.threshold == pytest.approx(0.65)
+
+
+def test_a_probability_of_exactly_one_is_an_operating_point_and_the_lowest_one_halves_to_zero():
+    # 1.0 is a real score: the point "call only the 1.0 image" must stay on the curve
+    assert choose_threshold([1.0, 0.2], [1, 0]).threshold == pytest.approx(0.6)
+    # the lowest positive is the lowest score: the threshold goes midway to zero
+    lowest = choose_threshold([0.2, 0.5, 0.9], [1, 0, 1], rule="target_sensitivity", target_sensitivity=1.0)
+    assert lowest.threshold == pytest.approx(0.1)
+
+
+def test_threshold_metrics_prefixes_the_scores_at_the_chosen_threshold():
+    probs = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    out = threshold_metrics(probs, labels, prefix="val_")
+    assert out == {"val_accuracy": pytest.approx(7 / 8), "val_sensitivity": 0.75, "val_specificity": 1.0,
+                   "val_f1": pytest.approx(6 / 7), "val_threshold": pytest.approx(0.65),
+                   "val_threshold_rule": "maximise Youden's J on validation (J=0.7500; ties -> higher threshold)"}
+    fixed = threshold_metrics(probs, labels, rule="fixed", fixed_threshold=0.35)
+    assert fixed["threshold"] == 0.35 and fixed["sensitivity"] == 1.0 and fixed["specificity"] == 0.75

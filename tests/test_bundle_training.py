@@ -14,8 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score
 
 from monai_fracture.model_package import load_model
 
@@ -91,14 +93,20 @@ def test_evaluate_writes_metrics_predictions_and_plots(trained):
     assert metrics["n"] == 24 and metrics["split"] == "all"
     assert metrics["threshold"] == pytest.approx(info["threshold"])
     assert metrics["tp"] + metrics["fp"] + metrics["tn"] + metrics["fn"] == 24
-    for key in ("roc_auc", "pr_auc", "accuracy", "sensitivity", "specificity", "ece"):
-        assert 0.0 <= metrics[key] <= 1.0, key
     low, high = metrics["roc_auc_ci95"]
     assert low <= metrics["roc_auc"] <= high
     with open(root / "eval" / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 24 and all(Path(r["path"]).is_file() for r in rows)
-    assert all(0.0 <= float(r["probability"]) <= 1.0 for r in rows)
+    # every figure recomputed from the written predictions with scikit-learn (6-decimal CSV rounding)
+    probs = np.array([float(r["probability"]) for r in rows])
+    labels = np.array([int(r["label"]) for r in rows])
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(labels, probs), abs=1e-3)
+    assert metrics["pr_auc"] == pytest.approx(average_precision_score(labels, probs), abs=1e-3)
+    tn, fp, fn, tp = confusion_matrix(labels, probs >= metrics["threshold"]).ravel()
+    assert (metrics["tp"], metrics["fp"], metrics["tn"], metrics["fn"]) == (tp, fp, tn, fn)
+    assert metrics["sensitivity"] == pytest.approx(tp / (tp + fn)) and metrics["specificity"] == pytest.approx(tn / (tn + fp))
+    assert all(int(r["prediction"]) == int(float(r["probability"]) >= metrics["threshold"]) for r in rows)
     for png in ("roc_curve.png", "confusion_matrix.png", "calibration.png"):
         assert (root / "eval" / png).read_bytes()[:4] == b"\x89PNG"
 
@@ -126,6 +134,11 @@ def test_training_with_channels_last_produces_a_model(tmp_path):
     # the network trained in channels_last layout (torch.save keeps the strides)
     assert weights["_conv_stem.weight"].is_contiguous(memory_format=torch.channels_last)
     model = load_model(tmp_path)
-    probability = model.predict_proba(torch.rand(2, 3, 96, 96))
-    assert probability.shape == (2,) and ((probability >= 0) & (probability <= 1)).all()
-    assert 0.0 <= model.threshold <= 1.0
+    images = torch.rand(2, 3, 96, 96)
+    probability = model.predict_proba(images)
+    with torch.no_grad():  # P(class 1) of two logits is the logistic of their difference
+        logits = model.network(images.contiguous(memory_format=torch.channels_last)).double()
+    assert probability.shape == (2,)
+    np.testing.assert_allclose(probability, torch.sigmoid(logits[:, 1] - logits[:, 0]).numpy(), atol=1e-6)
+    info = json.loads((tmp_path / "models" / "model_info.json").read_text())
+    assert model.threshold == pytest.approx(info["threshold"]) and 0.0 < model.threshold < 1.0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 
 from monai_fracture.data import generate_demo_dataset, load_datalist
 from monai_fracture.data.synthetic import LABEL_COLUMNS
+from needs import tool
 
 
 @pytest.fixture(scope="module")
@@ -150,11 +150,10 @@ def test_ct_series_geometry_and_hounsfield_units(ct_set: Path) -> None:
 
 
 def _dciodvfy_errors(path: Path) -> list[str]:
-    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([tool("dciodvfy", "dicom3tools"), str(path)], capture_output=True, text=True, timeout=60)
     return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
 
 
-@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (dicom3tools) not installed")
 def test_dciodvfy_finds_no_errors(xr_set: Path, ct_set: Path) -> None:
     table = pd.read_csv(xr_set / "labels.csv")
     samples = []

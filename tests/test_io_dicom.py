@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ from pydicom.pixels import apply_modality_lut, apply_windowing
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, UID, generate_uid
 
 from monai_fracture.io import ImageReadError, ReadFailure, read_dicom, read_image, scan_dicom_headers
+from monai_fracture.io.dicom_pixels import _rescale, _voi_lut_depth, _window, window_to_unit
+from needs import missing
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -120,6 +123,27 @@ def test_monochrome1_without_window_is_mirrored_in_its_value_range(tmp_path: Pat
     values, meta = read_dicom(save(ds, tmp_path / "cr.dcm"))
     np.testing.assert_array_equal(values, 4095.0 - STORED)
     assert meta["presentation_ready"] is False and meta["inverted"] is True and meta["window"] is None
+
+
+def test_signed_monochrome1_without_window_is_mirrored_in_the_signed_range(tmp_path: Path) -> None:
+    """Signed 12-bit: the range is [-2048, 2047], so x maps to -2048 + 2047 - x (not 2047 - x)."""
+    stored = np.array([[-2048, -1, 0], [1, 1000, 2047]], dtype=np.int16)
+    ds = make_image(stored, photometric="MONOCHROME1", modality="CR", signed=True)
+    values, meta = read_dicom(save(ds, tmp_path / "signed.dcm"))
+    np.testing.assert_array_equal(values, -1.0 - stored.astype(np.float64))
+    assert values[0, 0] == 2047.0 and values[1, 2] == -2048.0  # the ends swap
+    assert meta["value_range"] == (-2048.0, 2047.0) and meta["inverted"] is True
+
+
+@pytest.mark.parametrize("slope, intercept", [(2.0, -100.0), (-0.5, 30.0)])
+def test_rescaled_monochrome1_without_window_is_mirrored_in_the_rescaled_range(tmp_path: Path, slope: float,
+                                                                                intercept: float) -> None:
+    ds = make_image(photometric="MONOCHROME1", modality="CR", RescaleSlope=slope, RescaleIntercept=intercept)
+    values, meta = read_dicom(save(ds, tmp_path / "rescaled.dcm"))
+    modality_values = apply_modality_lut(STORED, ds).astype(np.float64)
+    lo, hi = sorted((intercept, 4095 * slope + intercept))  # the 12-bit range through the rescale
+    np.testing.assert_allclose(values, lo + hi - modality_values, atol=1e-4)
+    assert meta["value_range"] == (lo, hi) and meta["inverted"] is True and meta["presentation_ready"] is False
 
 
 def test_presentation_lut_shape_inverse_on_monochrome2_inverts(tmp_path: Path) -> None:
@@ -470,7 +494,7 @@ def test_jpegls_decodes_with_the_preferred_plugin_to_the_same_pixels(tmp_path: P
 
     decoder = get_decoder(JPEGLSLossless)
     if not decoder.is_available:
-        pytest.skip("no JPEG-LS decoder installed")
+        missing("no JPEG-LS decoder installed (pyjpegls)")
     rng = np.random.default_rng(2)
     stored = rng.integers(0, 4096, size=(96, 80)).astype(np.uint16)
     ds = make_image(stored, WindowCenter=2000, WindowWidth=3000)
@@ -483,3 +507,356 @@ def test_jpegls_decodes_with_the_preferred_plugin_to_the_same_pixels(tmp_path: P
     parsed = pydicom.dcmread(path)
     for plugin in decoder.available_plugins:
         np.testing.assert_array_equal(pixel_array(parsed, decoding_plugin=plugin), stored)
+
+
+# --- the pure pieces of the chain: PS3.3 windowing into [0, 1], colour to grey, header reading ---
+
+VALUES = np.array([[-1000.0, 0.0, 9.0, 9.5], [10.0, 10.5, 11.0, 5000.0]], dtype=np.float32)
+
+
+def ps33_linear(x: np.ndarray, c: float, w: float) -> np.ndarray:
+    """PS3.3 C.11.2.1.2.1 (LINEAR) with output range [0, 1], in float64."""
+    x = np.asarray(x, dtype=np.float64)
+    if w == 1:
+        return (x > c - 0.5).astype(np.float64)
+    return np.clip((x - (c - 0.5)) / (w - 1) + 0.5, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("center, width", [(10.0, 2.0), (10.0, 1.0), (10.0, 7.0), (-3.0, 4000.0)])
+def test_linear_follows_ps33_and_is_the_default(center: float, width: float) -> None:
+    expected = ps33_linear(VALUES, center, width)
+    out = window_to_unit(VALUES.copy(), center, width)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    np.testing.assert_array_equal(out, window_to_unit(VALUES.copy(), center, width, "LINEAR"))
+
+
+def test_width_two_is_a_ramp_not_a_threshold() -> None:
+    """Width 2 leaves a unit ramp: a value half-way between two integers maps to 0.5."""
+    out = window_to_unit(np.array([9.0, 9.5, 10.0], dtype=np.float32), 10.0, 2.0)
+    np.testing.assert_array_equal(out, [0.0, 0.5, 1.0])
+
+
+def test_width_one_is_a_threshold_at_center_minus_half() -> None:
+    out = window_to_unit(np.array([9.0, 9.5, 9.51, 10.0], dtype=np.float32), 10.0, 1.0)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, [0.0, 0.0, 1.0, 1.0])
+
+
+def test_linear_exact_and_sigmoid() -> None:
+    exact = window_to_unit(VALUES.copy(), 10.0, 4.0, "LINEAR_EXACT")
+    np.testing.assert_allclose(exact, np.clip((VALUES.astype(np.float64) - 10.0) / 4.0 + 0.5, 0, 1), atol=1e-6)
+    sigmoid = window_to_unit(VALUES.copy(), 10.0, 4.0, "SIGMOID")
+    with np.errstate(over="ignore"):
+        reference = 1.0 / (1.0 + np.exp(-4.0 * (VALUES.astype(np.float64) - 10.0) / 4.0))
+    np.testing.assert_allclose(sigmoid, reference, atol=1e-6)
+    assert exact.dtype == sigmoid.dtype == np.float32
+
+
+@pytest.mark.parametrize("function, width", [("LINEAR", 7.0), ("LINEAR", 1.0), ("LINEAR_EXACT", 4.0), ("SIGMOID", 4.0)])
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16, np.int32])
+def test_integer_input_gives_the_same_float32_result(function: str, width: float, dtype: type) -> None:
+    stored = np.array([[0, 5, 9, 10], [11, 12, 300, 4095]], dtype=dtype)
+    out = window_to_unit(stored, 10.0, width, function)
+    assert out.dtype == np.float32 and stored.dtype == dtype  # integers are not overwritten
+    np.testing.assert_array_equal(out, window_to_unit(stored.astype(np.float32), 10.0, width, function))
+
+
+@pytest.mark.parametrize("function, width", [("LINEAR", 7.0), ("LINEAR", 1.0), ("LINEAR_EXACT", 4.0), ("SIGMOID", 4.0)])
+def test_float32_input_is_windowed_in_place(function: str, width: float) -> None:
+    values = VALUES.copy()
+    assert window_to_unit(values, 10.0, width, function) is values
+
+
+def test_extreme_values_raise_no_floating_point_warnings() -> None:
+    huge = np.array([-3e38, -1e6, 0.0, 1e6, 3e38], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sigmoid = window_to_unit(huge.copy(), 0.0, 1.0, "SIGMOID")
+        linear = window_to_unit(huge.copy(), 0.0, 2.0, "LINEAR")
+    np.testing.assert_array_equal(sigmoid, [0.0, 0.0, 0.5, 1.0, 1.0])
+    np.testing.assert_array_equal(linear, ps33_linear(huge, 0.0, 2.0))
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_rgb_becomes_float32_bt601_grey_in_its_bit_depth(tmp_path: Path, bits: int) -> None:
+    top = 2**bits - 1
+    rgb = np.array([[[top, 0, 0], [0, top, 0]], [[0, 0, top], [top // 2, top, top // 4]]], dtype=np.uint8 if bits == 8 else np.uint16)
+    ds = make_image(modality="OT")
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated = ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.Rows, ds.Columns = 2, 2
+    ds.PixelData = rgb.tobytes()
+    values, meta = read_dicom(save(ds, tmp_path / f"rgb{bits}.dcm"))
+    expected = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) / top
+    assert values.dtype == np.float32 and values.shape == (2, 2)
+    np.testing.assert_allclose(values, expected, atol=1e-6)
+    assert meta["presentation_ready"] is True
+
+
+# --- which window and which rescale a header asks for ------------------------------------------
+
+def header(**tags: object) -> Dataset:
+    ds = Dataset()
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def frame_groups(*windows: tuple[float, float] | None, shared: tuple[float, float, str] | None = None) -> Dataset:
+    """An enhanced multi-frame header with one Frame VOI LUT item per frame (None: no window there)."""
+    ds = Dataset()
+    ds.PerFrameFunctionalGroupsSequence = []
+    for window in windows:
+        group = Dataset()
+        if window is not None:
+            item = header(WindowCenter=window[0], WindowWidth=window[1])
+            group.FrameVOILUTSequence = [item]
+        ds.PerFrameFunctionalGroupsSequence.append(group)
+    if shared is not None:
+        group = Dataset()
+        group.FrameVOILUTSequence = [header(WindowCenter=shared[0], WindowWidth=shared[1], VOILUTFunction=shared[2])]
+        ds.SharedFunctionalGroupsSequence = [group]
+    return ds
+
+
+def test_the_first_of_several_windows_is_used() -> None:
+    ds = header(WindowCenter=[1000, 40], WindowWidth=[2000, 400])
+    assert _window(ds) == (1000.0, 2000.0, "LINEAR")
+    assert _window(header(WindowCenter="40", WindowWidth="400")) == (40.0, 400.0, "LINEAR")
+
+
+@pytest.mark.parametrize("tags", [{}, {"WindowCenter": 40}, {"WindowWidth": 400}])
+def test_no_window_without_both_values(tags: dict) -> None:
+    assert _window(header(**tags)) is None
+
+
+def test_enhanced_frames_take_their_own_window_then_the_shared_one() -> None:
+    ds = frame_groups((100, 50), (200, 60), None, shared=(300, 70, "SIGMOID"))
+    assert _window(ds) == (100.0, 50.0, "LINEAR")  # the function belongs to the item the window came from
+    assert _window(ds, frame=1) == (200.0, 60.0, "LINEAR")
+    assert _window(ds, frame=2) == (300.0, 70.0, "SIGMOID")
+    assert _window(frame_groups(None, shared=(300, 70, "LINEAR_EXACT"))) == (300.0, 70.0, "LINEAR_EXACT")
+    top_level = frame_groups((100, 50))
+    top_level.VOILUTFunction = "LINEAR_EXACT"
+    assert _window(top_level) == (100.0, 50.0, "LINEAR_EXACT")  # a top-level function wins
+    assert _window(frame_groups(None)) is None
+
+
+def test_functions_are_normalised_and_unknown_ones_fall_back(caplog: pytest.LogCaptureFixture) -> None:
+    lower = header(WindowCenter=40, WindowWidth=400, VOILUTFunction="sigmoid ")
+    unknown = header(WindowCenter=40, WindowWidth=400, VOILUTFunction="GAMMA")
+    caplog.clear()  # pydicom's own note about the lower-case value
+    assert _window(lower)[2] == "SIGMOID"
+    assert _window(header(WindowCenter=40, WindowWidth=400, VOILUTFunction="LINEAR"))[2] == "LINEAR"
+    assert caplog.messages == []
+    assert _window(unknown) == (40.0, 400.0, "LINEAR")
+    assert caplog.messages == ["unknown VOI LUT Function 'GAMMA', using LINEAR"]
+
+
+@pytest.mark.parametrize("center, width, function, valid", [
+    (40, 1, "LINEAR", True), (40, 0.5, "LINEAR", False), (40, 0.5, "LINEAR_EXACT", True),
+    (40, 0.5, "SIGMOID", True), (40, 0, "LINEAR_EXACT", False), (40, -1, "SIGMOID", False),
+    (1e39, 400, "LINEAR", False), (40, 1e39, "LINEAR", False), (-1e39, 400, "LINEAR", False),
+])
+def test_window_values_dicom_allows(center: float, width: float, function: str, valid: bool) -> None:
+    found = _window(header(WindowCenter=center, WindowWidth=width, VOILUTFunction=function))
+    assert found == ((float(center), float(width), function) if valid else None)
+
+
+@pytest.mark.parametrize("center, width", [("abc", "400"), ("40", ""), ([], [])])
+def test_unreadable_window_values_are_no_window(center: object, width: object) -> None:
+    ds = Dataset()
+    ds.add_new("WindowCenter", "DS", None)
+    ds.add_new("WindowWidth", "DS", None)
+    ds["WindowCenter"]._value, ds["WindowWidth"]._value = center, width  # as a malformed file would give them
+    assert _window(ds) is None
+
+
+def test_rescale_reads_top_level_then_the_frame_group() -> None:
+    assert _rescale(header()) is None
+    assert _rescale(header(RescaleSlope=2, RescaleIntercept=-100)) == (2.0, -100.0)
+    assert _rescale(header(RescaleSlope=2)) == (2.0, 0.0)
+    assert _rescale(header(RescaleIntercept=-1024)) == (1.0, -1024.0)
+    ds = Dataset()
+    group = Dataset()
+    group.PixelValueTransformationSequence = [header(RescaleSlope=0.5, RescaleIntercept=7)]
+    ds.PerFrameFunctionalGroupsSequence = [Dataset(), group]
+    assert _rescale(ds, frame=1) == (0.5, 7.0)
+    assert _rescale(ds, frame=0) is None
+
+
+@pytest.mark.parametrize("slope, intercept", [(0, 0), (1e39, 0), (1, 1e39), (1, -1e39)])
+def test_rescale_values_that_cannot_work_are_refused(slope: float, intercept: float) -> None:
+    with pytest.raises(ImageReadError, match="Rescale Slope/Intercept"):
+        _rescale(header(RescaleSlope=slope, RescaleIntercept=intercept))
+
+
+def test_palette_colour_becomes_bt601_grey_of_its_lookup(tmp_path: Path) -> None:
+    index = np.array([[0, 1], [2, 3]], dtype=np.uint8)
+    red, green, blue = (np.array(c, dtype=np.uint16) for c in ([65535, 0, 0, 30000], [0, 65535, 0, 30000], [0, 0, 65535, 30000]))
+    ds = make_image(index.astype(np.uint16), modality="OT", bits_stored=8)
+    ds.BitsAllocated, ds.PhotometricInterpretation = 8, "PALETTE COLOR"
+    ds.PixelData = index.tobytes()
+    for name, table in (("Red", red), ("Green", green), ("Blue", blue)):
+        setattr(ds, f"{name}PaletteColorLookupTableDescriptor", [4, 0, 16])
+        setattr(ds, f"{name}PaletteColorLookupTableData", table.tobytes())
+    values, meta = read_dicom(save(ds, tmp_path / "palette.dcm"))
+    rgb = np.stack([red, green, blue], axis=-1)[index].astype(np.float64)
+    assert values.dtype == np.float32 and meta["presentation_ready"] is True
+    np.testing.assert_allclose(values, rgb @ np.array([0.299, 0.587, 0.114]) / 65535, atol=1e-6)
+
+
+def test_float_pixel_data_is_kept_as_real_world_values(tmp_path: Path) -> None:
+    stored = np.array([[-1.5, 0.0], [2.25, 1000.0]], dtype=np.float32)
+    ds = make_image(modality="OT")
+    del ds.PixelData, ds.BitsStored, ds.HighBit, ds.PixelRepresentation
+    ds.Rows, ds.Columns, ds.BitsAllocated = 2, 2, 32
+    ds.FloatPixelData = stored.tobytes()
+    values, meta = read_dicom(save(ds, tmp_path / "float.dcm"))
+    assert values.dtype == np.float32
+    np.testing.assert_array_equal(values, stored)
+    assert meta["presentation_ready"] is False and meta["value_range"] == (-1.5, 1000.0)
+
+
+def test_a_window_is_applied_when_it_overlaps_the_data_and_ignored_when_it_misses(tmp_path: Path) -> None:
+    overlapping = make_image(WindowCenter=4500, WindowWidth=1000)  # [4000, 5000] catches 4095
+    values, meta = read_dicom(save(overlapping, tmp_path / "overlap.dcm"))
+    np.testing.assert_allclose(values, linear(STORED.astype(np.float64), 4500, 1000), atol=1e-6)
+    assert meta["window"] == (4500.0, 1000.0) and meta["window_ignored"] is None
+    missing_window = make_image(WindowCenter=5000, WindowWidth=1000)  # [4500, 5500]: no data there
+    values, meta = read_dicom(save(missing_window, tmp_path / "miss.dcm"))
+    np.testing.assert_array_equal(values, STORED.astype(np.float32))
+    assert meta["window"] is None and meta["window_ignored"] == (5000.0, 1000.0) and meta["presentation_ready"] is False
+
+
+@pytest.mark.parametrize("tags, detail", [
+    ({"RescaleSlope": 1e27, "RescaleIntercept": 0}, "Rescale Slope/Intercept 1e+27/0.0 overflow float32"),
+    ({"RescaleSlope": 1e30, "RescaleIntercept": 0}, "Rescale Slope/Intercept 1e+30/0.0"),
+    ({"RescaleSlope": 0, "RescaleIntercept": 0}, "Rescale Slope/Intercept 0.0/0.0"),
+])
+def test_unusable_rescales_name_the_file_and_the_values(tmp_path: Path, tags: dict, detail: str) -> None:
+    path = save(make_image(**tags), tmp_path / "rescale.dcm")
+    with pytest.raises(ImageReadError) as raised:
+        read_dicom(path)
+    assert (raised.value.path, raised.value.reason, raised.value.detail) == (str(path), ReadFailure.INVALID_VALUE, detail)
+
+
+def test_an_unreadable_rescale_string_names_the_file(tmp_path: Path) -> None:
+    ds = make_image()
+    ds.add_new("RescaleSlope", "DS", None)
+    ds["RescaleSlope"]._value = "abc"
+    ds.RescaleIntercept = 0
+    path = save(ds, tmp_path / "bad_rescale.dcm")
+    with pytest.raises(ImageReadError) as raised:
+        read_dicom(path)
+    assert raised.value.path == str(path) and raised.value.reason == ReadFailure.INVALID_VALUE
+    assert raised.value.detail.startswith("Rescale Slope/Intercept")
+
+
+def test_an_unusable_modality_lut_names_the_file(tmp_path: Path) -> None:
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 16]
+    item.ModalityLUTType = "US"
+    item.LUTData = [1, 2, 3]  # far fewer entries than the descriptor promises
+    ds = make_image(modality="OT", ModalityLUTSequence=[item])
+    ds.ModalityLUTSequence[0]["LUTData"].VR = "US"
+    path = save(ds, tmp_path / "badlut.dcm")
+    with pytest.raises(ImageReadError) as raised:
+        read_dicom(path)
+    assert (raised.value.path, raised.value.reason) == (str(path), ReadFailure.INVALID_VALUE)
+    assert raised.value.detail.startswith("Modality LUT Sequence unusable: ")
+
+
+def test_modality_lut_value_range_follows_its_bit_depth(tmp_path: Path) -> None:
+    table = (np.arange(4096) // 16).astype(np.uint16)
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 8]
+    item.ModalityLUTType = "US"
+    item.LUTData = table.tolist()
+    ds = make_image(modality="OT", ModalityLUTSequence=[item])
+    ds.ModalityLUTSequence[0]["LUTData"].VR = "US"
+    values, meta = read_dicom(save(ds, tmp_path / "lut8.dcm"))
+    np.testing.assert_array_equal(values, table[STORED].astype(np.float32))
+    assert meta["value_range"] == (0.0, 255.0) and meta["presentation_ready"] is False
+
+
+def test_a_windowed_image_reports_the_unit_range_and_a_missed_window_is_logged(tmp_path: Path,
+                                                                            caplog: pytest.LogCaptureFixture) -> None:
+    _, meta = read_dicom(save(make_image(WindowCenter=1000, WindowWidth=2000), tmp_path / "w.dcm"))
+    assert meta["value_range"] == (0.0, 1.0)
+    path = save(make_image(WindowCenter=9000, WindowWidth=1000), tmp_path / "miss.dcm")
+    caplog.clear()
+    read_dicom(path)
+    assert f"{path}: window 9000.0/1000.0 lies outside the data range [0.0, 4095.0], not applied" in caplog.messages
+
+
+def test_rescale_falls_back_to_the_frame_group_only_when_incomplete() -> None:
+    group = Dataset()
+    group.PixelValueTransformationSequence = [header(RescaleSlope=0.5, RescaleIntercept=7)]
+    both = header(RescaleSlope=2, RescaleIntercept=-100)
+    both.SharedFunctionalGroupsSequence = [group]
+    assert _rescale(both) == (2.0, -100.0)
+    slope_only = header(RescaleSlope=2)
+    slope_only.SharedFunctionalGroupsSequence = [group]
+    assert _rescale(slope_only) == (0.5, 7.0)
+    intercept_only = header(RescaleIntercept=-100)
+    intercept_only.SharedFunctionalGroupsSequence = [group]
+    assert _rescale(intercept_only) == (0.5, 7.0)
+    per_frame = Dataset()
+    per_frame.PerFrameFunctionalGroupsSequence = [Dataset(), group]
+    assert _rescale(per_frame) is None  # frame 0 by default
+
+
+@pytest.mark.parametrize("slope, intercept, expected", [("", "5", (1.0, 5.0)), ("2", " ", (2.0, 0.0))])
+def test_empty_rescale_values_take_the_identity(slope: str, intercept: str, expected: tuple) -> None:
+    ds = Dataset()
+    ds.add_new("RescaleSlope", "DS", None)
+    ds.add_new("RescaleIntercept", "DS", None)
+    ds["RescaleSlope"]._value, ds["RescaleIntercept"]._value = slope, intercept
+    assert _rescale(ds) == expected
+
+
+def test_an_intercept_at_the_float32_guard_is_refused() -> None:
+    with pytest.raises(ImageReadError):
+        _rescale(header(RescaleSlope=1, RescaleIntercept=1e30))
+
+
+@pytest.mark.parametrize("depth, expected", [(8, 8), (9, None), (10, 10), (12, 12), (16, 16), (17, None)])
+def test_voi_lut_depth_is_8_or_10_to_16_bits(depth: int, expected: int | None) -> None:
+    item = header(LUTDescriptor=[256, 0, depth], LUTData=[0] * 256)
+    assert _voi_lut_depth(header(VOILUTSequence=[item])) == expected
+
+
+@pytest.mark.parametrize("item_tags", [{"LUTData": [0] * 4}, {"LUTDescriptor": [4, 0, 16]},
+                                       {"LUTDescriptor": [4, 0], "LUTData": [0] * 4}])
+def test_an_incomplete_voi_lut_item_has_no_depth(item_tags: dict) -> None:
+    assert _voi_lut_depth(header(VOILUTSequence=[header(**item_tags)])) is None
+    assert _voi_lut_depth(header()) is None
+
+
+def test_a_broken_palette_names_the_file(tmp_path: Path) -> None:
+    index = np.array([[0, 1], [2, 200]], dtype=np.uint8)
+    ds = make_image(index.astype(np.uint16), modality="OT", bits_stored=8)
+    ds.BitsAllocated, ds.PhotometricInterpretation = 8, "PALETTE COLOR"
+    ds.PixelData = index.tobytes()
+    for name in ("Red", "Green", "Blue"):
+        setattr(ds, f"{name}PaletteColorLookupTableDescriptor", [4, 0, 16])
+        setattr(ds, f"{name}PaletteColorLookupTableData", b"\x00\x01")  # one entry for four
+    path = save(ds, tmp_path / "palette.dcm")
+    with pytest.raises(ImageReadError) as raised:
+        read_dicom(path)
+    assert (raised.value.path, raised.value.reason) == (str(path), ReadFailure.INVALID_VALUE)
+    assert raised.value.detail.startswith("palette colour lookup failed: ")
+
+
+def test_colour_images_report_no_window_and_no_inversion(tmp_path: Path) -> None:
+    rgb = np.zeros((2, 2, 3), dtype=np.uint8)
+    ds = make_image(modality="OT")
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.Rows, ds.Columns = 7, 2, 2
+    ds.PixelData = rgb.tobytes()
+    _, meta = read_dicom(save(ds, tmp_path / "rgb.dcm"))
+    assert meta["window"] is None and meta["inverted"] is False

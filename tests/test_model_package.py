@@ -72,9 +72,12 @@ def test_load_model_accepts_bundle_folder_and_file(model_dir, which):
     saved = torch.load(model_dir / MODEL_WEIGHTS, weights_only=True)
     for key, value in model.network.state_dict().items():
         assert torch.equal(value, saved[key]), key
-    probs = model.predict_proba(torch.randn(3, 3, 64, 64))
+    images = torch.randn(3, 3, 64, 64)
+    probs = model.predict_proba(images)
     assert probs.shape == (3,)
-    assert np.all((probs >= 0) & (probs <= 1))
+    with torch.no_grad():  # P(class 1) of two logits is the logistic of their difference
+        logits = model.network(images).double()
+    np.testing.assert_allclose(probs, torch.sigmoid(logits[:, 1] - logits[:, 0]).numpy(), atol=1e-6)
 
 
 def test_save_model_unwraps_data_parallel(tmp_path):

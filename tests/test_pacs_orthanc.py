@@ -13,6 +13,7 @@ import pandas as pd
 import pydicom
 import pytest
 
+from needs import missing
 from orthanc import (
     KOS_STORAGE_CLASS,
     evidence_uids,
@@ -32,7 +33,7 @@ N_BASIC, N_CONCURRENT, N_WAVE, N_STOW = 3, 20, 4, 1
 def orthanc_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     reason = namespace_unavailable_reason()
     if reason:
-        pytest.skip(reason)
+        missing(reason)
     from monai_fracture.data.synthetic import generate_demo_dataset
     from monai_fracture.scoring import score_paths
 

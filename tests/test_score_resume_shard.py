@@ -15,6 +15,7 @@ import pydicom
 import pytest
 
 from monai_fracture.scoring import score_paths
+from needs import missing
 from test_score_support import add_bad_inputs, assert_same_results, image_files, make_demo_folder, make_model, sr_probabilities
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,7 +105,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(setup, tmp_path):
 def test_torchrun_two_ranks_equals_single_process(setup, tmp_path):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     if torchrun is None:
-        pytest.skip("torchrun not installed")
+        missing("torchrun not installed (it comes with torch)")
     folder, model, reference = setup
     out = tmp_path / "out"
     command = [torchrun, "--standalone", "--nproc_per_node=2", "-m", "monai_fracture", "score", str(folder),

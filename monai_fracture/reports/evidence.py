@@ -56,7 +56,7 @@ class EvidenceError(ValueError):
 
 def is_valid_uid(value: object) -> bool:
     """A UID that DICOM accepts: dotted decimal, no leading zeros, at most 64 characters."""
-    return isinstance(value, str) and 0 < len(value) <= 64 and bool(_UID.match(value))
+    return isinstance(value, str) and 0 < len(value) <= 64 and bool(_UID.fullmatch(value))  # "$" would pass a "\n"
 
 
 def _clean_value(keyword: str, value: object) -> object:

@@ -54,7 +54,9 @@ class Journal:
                 break
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
+            except ValueError:  # JSONDecodeError, or UnicodeDecodeError on the zeros a power cut can leave
+                break
+            if not isinstance(record, dict):
                 break
             good_end += len(line)
             kind = record.pop("type", None)
