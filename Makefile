@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 # DICOM validators, a real PACS and headless Chromium (HTML report) for the tests. Where apt cannot install
 # them, the tests that need them skip on a developer machine; under CI=true this step fails (as would those tests).
 system-deps:
-	@if command -v dciodvfy >/dev/null && command -v dcmdump >/dev/null && test -x /usr/sbin/Orthanc && command -v chromium >/dev/null; then \
+	@if command -v dciodvfy >/dev/null && command -v dcmdump >/dev/null && test -x /usr/sbin/Orthanc && command -v chromium >/dev/null && command -v openssl >/dev/null; then \
 	  echo "system packages present"; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -qq \
 	    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; then \
