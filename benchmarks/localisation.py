@@ -69,7 +69,8 @@ def validation_frame(data_dir: Path, model: Path) -> pd.DataFrame:
 
 
 def evaluate(classifier: Classifier, val: pd.DataFrame, data_dir: Path, methods: list[str], layers: list[str],
-             tolerance: float, occlusion: bool, limit: int | None) -> list[dict]:
+             tolerance: float, occlusion: bool, limit: int | None, progress_file: Path | None = None) -> list[dict]:
+    """Per-image records for the true positives; ``progress_file`` gets the rows so far after each image."""
     positives = val[val["label"] == 1]
     rows: list[dict] = []
     for _, entry in positives.iterrows():
@@ -111,6 +112,8 @@ def evaluate(classifier: Classifier, val: pd.DataFrame, data_dir: Path, methods:
             record["occlusion"] = {"hit": any(point_in_box(peak, b, slack) for b in boxes),
                                    "energy": round(energy_in_boxes(cam, boxes), 4), "peak": [int(peak[0]), int(peak[1])]}
         rows.append(record)
+        if progress_file is not None:
+            progress_file.write_text(json.dumps({"summary": summarise(rows), "images": rows}, indent=1) + "\n")
         logger.info("%s p=%.3f %s", name, probability,
                     " ".join(f"{k}:{int(v['hit'])}/{v['energy']:.2f}" for k, v in record.items() if isinstance(v, dict)))
     return rows
@@ -186,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     classifier = Classifier(args.model, backend="fp32")
     val = validation_frame(args.data, args.model)
     started = time.perf_counter()
-    rows = evaluate(classifier, val, args.data, args.methods, args.layers, args.tolerance, args.occlusion, args.limit)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = evaluate(classifier, val, args.data, args.methods, args.layers, args.tolerance, args.occlusion, args.limit,
+                    progress_file=args.out / "localisation.partial.json")
     summary = summarise(rows)
     summary.update({"model": classifier.model_id, "threshold": classifier.threshold, "tolerance": args.tolerance,
                     "validation_images": len(val), "validation_fractured": int((val["label"] == 1).sum()),
