@@ -344,6 +344,20 @@ class _Run:
             self.state.studies_done.add(journal_key)
         self.report_jobs = remaining
 
+    def _needs_region(self, item: WorkItem, result: ImageResult, classifier: Classifier) -> bool:
+        """A positive DICOM radiograph without a region yet, in a run that writes SR, GSPS or SC."""
+        return (
+            result.positive
+            and result.region is None
+            and self.write_dicom
+            and bool({"sr", "pr", "sc"} & set(self.outputs))
+            and item.family == "xr"
+            and len(item.paths) == 1
+            and item.is_dicom
+            and bool(item.study_uid)
+            and classifier.supports_heatmaps
+        )
+
     def _localise(self, item: WorkItem, result: ImageResult, classifier: Classifier) -> ImageResult:
         """Grad-CAM of a positive radiograph: its region goes to the journal and the result (SR, GSPS),
         its overlay to an SC when asked. A failure costs the region, never the result."""
@@ -396,6 +410,8 @@ class _Run:
                 study = self.studies.setdefault(key, _StudyState())
                 if done:
                     result = self._result_from_rows(item)
+                    if result is not None and item.family == "xr" and self._needs_region(item, result, self.xr):
+                        result = self._localise(item, result, self.xr)  # the last run was killed before its region
                     if result is not None:
                         study.results.append(result)
                         study.source_paths.extend(item.paths)
@@ -471,17 +487,7 @@ class _Run:
             self.scored_this_run += len(item.paths)
         self._record(rows)  # journal first: a kill after this never loses these rows
         for item, result, probability in outcomes:
-            if (
-                result is not None
-                and result.positive
-                and self.write_dicom
-                and {"sr", "pr", "sc"} & set(self.outputs)
-                and item.family == "xr"
-                and len(item.paths) == 1
-                and item.is_dicom
-                and item.study_uid
-                and classifier.supports_heatmaps
-            ):
+            if result is not None and self._needs_region(item, result, classifier):
                 result = self._localise(item, result, classifier)
             self._finish_item(item, result)
 
