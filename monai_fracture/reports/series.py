@@ -78,8 +78,10 @@ class Stamp:
         return cls(moment.strftime("%Y%m%d"), moment.strftime("%H%M%S"))
 
     def apply(self, dataset: Dataset) -> Dataset:
-        """Set SeriesDate/Time, ContentDate/Time and InstanceCreationDate/Time (one moment for all)."""
+        """Set SeriesDate/Time, InstanceCreationDate/Time and (but for a presentation state, which has
+        PresentationCreationDate/Time instead) ContentDate/Time, one moment for all."""
         dataset.SeriesDate, dataset.SeriesTime = self.date, self.time
-        dataset.ContentDate, dataset.ContentTime = self.date, self.time
+        if dataset.get("Modality") != "PR":
+            dataset.ContentDate, dataset.ContentTime = self.date, self.time
         dataset.InstanceCreationDate, dataset.InstanceCreationTime = self.date, self.time
         return dataset
