@@ -69,9 +69,15 @@ class ImageResult:
                 f"model {model_info.name} {model_info.version})")
 
     def content_key(self) -> tuple[Any, ...]:
-        """What a report says about this decision: a change here must change the report's UIDs."""
+        """What a report says about this decision: a change here must change the report's UIDs.
+
+        The decision, threshold and region, not the probability itself: with the model identity
+        (also in the UID) and the image fixed, the probability is fixed up to float noise (a
+        sample's position in a CPU batch moves its 6th decimal), and that noise must not turn a
+        rerun or a resumed run into a "new" result.
+        """
         region = None if self.region is None else (self.region.peak, self.region.outline, self.region.level)
-        return (tuple(self.sop_uids), repr(float(self.probability)), repr(float(self.threshold)), region)
+        return (tuple(self.sop_uids), self.positive, repr(float(self.threshold)), region)
 
 
 @dataclass(frozen=True)

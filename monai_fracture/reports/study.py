@@ -197,7 +197,7 @@ def write_heatmap_output(
         heatmap,
         model_info,
         series_uid=series.series_uid("sc", study_uid, model_info),
-        sop_uid=series.instance_uid("sc", study_uid, model_info, [heatmap.sop_uid, repr(heatmap.probability), digest]),
+        sop_uid=series.instance_uid("sc", study_uid, model_info, [heatmap.sop_uid, digest]),
         series_number=series.series_number("sc", model_info),
         instance_number=instance_number,
         series_description=series.series_description("sc", model_info),
