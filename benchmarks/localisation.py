@@ -13,8 +13,7 @@ there), the Grad-CAM of the fracture class is computed by ``Classifier.heatmap``
 - energy in box: the share of the heatmap's total value inside the union of boxes, beside the
   boxes' share of the image area (what a uniform map would score).
 
-``--methods``/``--layers`` compare variants; ``--occlusion`` adds MONAI ``OcclusionSensitivity``
-as a model-agnostic cross-check (slow: hundreds of forward passes per image). Writes
+``--methods``/``--layers`` compare variants. Writes
 ``localisation.json`` (summary + per-image rows) and an overlay panel of the first images.
 """
 
@@ -34,7 +33,7 @@ from benchmarks.fracatlas import Recipe, split_indices
 from monai_fracture.io import ImageReadError, read_image
 from monai_fracture.model_package import ModelInfo
 from monai_fracture.scoring import Classifier
-from monai_fracture.scoring.saliency import energy_in_boxes, occlusion_map, point_in_box, scale_to_unit
+from monai_fracture.scoring.saliency import energy_in_boxes, point_in_box
 
 logger = logging.getLogger("benchmarks.localisation")
 
@@ -69,7 +68,7 @@ def validation_frame(data_dir: Path, model: Path) -> pd.DataFrame:
 
 
 def evaluate(classifier: Classifier, val: pd.DataFrame, data_dir: Path, methods: list[str], layers: list[str],
-             tolerance: float, occlusion: bool, limit: int | None, progress_file: Path | None = None) -> list[dict]:
+             tolerance: float, limit: int | None, progress_file: Path | None = None) -> list[dict]:
     """Per-image records for the true positives; ``progress_file`` gets the rows so far after each image."""
     positives = val[val["label"] == 1]
     rows: list[dict] = []
@@ -103,24 +102,12 @@ def evaluate(classifier: Classifier, val: pd.DataFrame, data_dir: Path, methods:
                 record[key] = {"hit": any(point_in_box(peak, b, slack) for b in boxes),
                                "energy": round(energy_in_boxes(cam, boxes), 4), "seconds": round(seconds, 3),
                                "peak": [int(peak[0]), int(peak[1])]}
-        if occlusion:
-            processed = classifier.preprocess_meta(image, meta)
-            inputs = torch.as_tensor(processed).as_subclass(torch.Tensor)[None]
-            drop = torch.as_tensor(occlusion_map(classifier.model.network, inputs, mask_size=classifier_size(classifier) // 8))
-            cam = scale_to_unit(classifier._to_source_geometry(drop[None], processed, image.shape))
-            peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
-            record["occlusion"] = {"hit": any(point_in_box(peak, b, slack) for b in boxes),
-                                   "energy": round(energy_in_boxes(cam, boxes), 4), "peak": [int(peak[0]), int(peak[1])]}
         rows.append(record)
         if progress_file is not None:
             progress_file.write_text(json.dumps({"summary": summarise(rows), "images": rows}, indent=1) + "\n")
         logger.info("%s p=%.3f %s", name, probability,
                     " ".join(f"{k}:{int(v['hit'])}/{v['energy']:.2f}" for k, v in record.items() if isinstance(v, dict)))
     return rows
-
-
-def classifier_size(classifier: Classifier) -> int:
-    return int(classifier.info.preprocessing.get("size", 224))
 
 
 def summarise(rows: list[dict], tolerances: tuple[float, ...] = (0.05, 0.1)) -> dict:
@@ -179,7 +166,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=["gradcam"], choices=["gradcam", "gradcampp"])
     parser.add_argument("--layers", nargs="+", default=["last"], help="module names, or 'last' (last convolution)")
     parser.add_argument("--tolerance", type=float, default=0.0, help="box growth as a fraction of the long side")
-    parser.add_argument("--occlusion", action="store_true", help="add MONAI OcclusionSensitivity (slow)")
     parser.add_argument("--limit", type=int, help="stop after this many true positives")
     parser.add_argument("--panel", type=Path, help="also write an overlay panel PNG here")
     parser.add_argument("--threads", type=int, default=2)
@@ -190,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     val = validation_frame(args.data, args.model)
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = evaluate(classifier, val, args.data, args.methods, args.layers, args.tolerance, args.occlusion, args.limit,
+    rows = evaluate(classifier, val, args.data, args.methods, args.layers, args.tolerance, args.limit,
                     progress_file=args.out / "localisation.partial.json")
     summary = summarise(rows)
     summary.update({"model": classifier.model_id, "threshold": classifier.threshold, "tolerance": args.tolerance,

@@ -144,8 +144,8 @@ def test_uids_follow_content_and_models_get_their_own_series(study, tmp_path):
 
     assert uids(first, "SR") == uids(again, "SR") and uids(first, "PR") == uids(again, "PR")
     assert uids(first, "SR") != uids(other_threshold, "SR")  # same decisions, other threshold: new content
-    assert uids(first, "SR") != uids(other_region, "SR") and uids(first, "PR") != uids(other_region, "PR")
-    assert uids(first, "KO") == uids(other_region, "KO")  # the KOS says only which images: unchanged
+    # a region moved by float noise (same model, image and code) is not a new result
+    assert uids(first, "SR") == uids(other_region, "SR") and uids(first, "KO") == uids(other_region, "KO")
     mine = {pydicom.dcmread(p).SeriesNumber for p in first}
     theirs = {pydicom.dcmread(p).SeriesNumber for p in other_model}
     assert len(mine) == 3 and not mine & theirs

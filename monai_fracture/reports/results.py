@@ -69,45 +69,9 @@ class ImageResult:
                 f"model {model_info.name} {model_info.version})")
 
     def content_key(self) -> tuple[Any, ...]:
-        """What a report says about this decision: a change here must change the report's UIDs.
-
-        The decision, threshold and region, not the probability itself: with the model identity
-        (also in the UID) and the image fixed, the probability is fixed up to float noise (a
-        sample's position in a CPU batch moves its 6th decimal), and that noise must not turn a
-        rerun or a resumed run into a "new" result.
+        """What a report says about this decision that the model and image alone do not fix: the
+        decision and the threshold. Probability and region are functions of model, image and code
+        (all three in the UID, see ``reports.series``) up to float noise (batch position, thread
+        count), and that noise must not turn a rerun or a resumed run into a "new" result.
         """
-        region = None if self.region is None else (self.region.peak, self.region.outline, self.region.level)
-        return (tuple(self.sop_uids), self.positive, repr(float(self.threshold)), region)
-
-
-@dataclass(frozen=True)
-class Heatmap:
-    """A Grad-CAM map and the image it explains, both in the source image's pixel geometry.
-
-    ``image`` is the displayed image in [0, 1] (bone bright), ``cam`` the class activation in
-    [0, 1]; both ``(rows, cols)`` in the orientation of the source ``pixel_array``.
-    """
-
-    sop_uid: str
-    image: np.ndarray
-    cam: np.ndarray
-    probability: float = field(default=float("nan"))
-
-
-class ModelIdentity(Protocol):
-    """The parts of ``model_package.ModelInfo`` the reports use (duck-typed)."""
-
-    name: str
-    version: str
-
-
-@dataclass(frozen=True)
-class AlgorithmIdentity:
-    """Name and version of a model: a small, picklable stand-in for ``ModelInfo`` (report workers)."""
-
-    name: str
-    version: str
-
-    @classmethod
-    def of(cls, model_info: ModelIdentity) -> AlgorithmIdentity:
-        return cls(str(model_info.name), str(model_info.version))
+        return (tuple(self.sop_uids), self.positive, repr(float(self.threshold)))

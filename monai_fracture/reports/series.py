@@ -60,9 +60,11 @@ def series_uid(family: str, study_uid: str, model_info: ModelIdentity) -> str:
 
 
 def instance_uid(family: str, study_uid: str, model_info: ModelIdentity, content: Iterable[object]) -> str:
-    """A UID from the study, the model and a digest of ``content`` (what the object says)."""
+    """A UID from the study, the model, the package version and a digest of ``content`` (what the object says)."""
+    from monai_fracture import __version__  # new code (e.g. a fixed heatmap) is new content too
+
     digest = stable_hash(*[repr(part) for part in content], length=32)
-    return derived_uid(family, study_uid, *model_key(model_info), digest)
+    return derived_uid(family, study_uid, *model_key(model_info), __version__, digest)
 
 
 @dataclass(frozen=True)

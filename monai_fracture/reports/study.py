@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -191,13 +190,12 @@ def write_heatmap_output(
     """
     header = clean_study_headers([source])[0]
     study_uid = str(header.StudyInstanceUID)
-    digest = hashlib.sha256(np.asarray(heatmap.cam, dtype=np.float16).tobytes()).hexdigest()[:32]
     sc = build_heatmap_sc(
         header,
         heatmap,
         model_info,
         series_uid=series.series_uid("sc", study_uid, model_info),
-        sop_uid=series.instance_uid("sc", study_uid, model_info, [heatmap.sop_uid, digest]),
+        sop_uid=series.instance_uid("sc", study_uid, model_info, [heatmap.sop_uid]),
         series_number=series.series_number("sc", model_info),
         instance_number=instance_number,
         series_description=series.series_description("sc", model_info),

@@ -9,8 +9,6 @@ inverted, the zero padding of the letterbox resize is cut away before the map is
 padding can neither win the peak nor stretch the colour range), and the map is mapped back
 through the recorded resize onto the source pixels.
 
-``occlusion_map`` (MONAI ``OcclusionSensitivity``) is the model-agnostic cross-check used by the
-tests and benchmarks: it measures how much P(fracture) drops when a patch is covered.
 """
 
 from __future__ import annotations
@@ -65,21 +63,6 @@ def scale_to_unit(values: np.ndarray) -> np.ndarray:
     values = np.nan_to_num(np.asarray(values, dtype=np.float32))
     low, high = float(values.min()), float(values.max())
     return (values - low) / (high - low) if high > low else np.zeros_like(values)
-
-
-def occlusion_map(network: torch.nn.Module, inputs: torch.Tensor, mask_size: int, class_index: int = 1,
-                  n_batch: int = 16) -> np.ndarray:
-    """Drop of P(class) when a ``mask_size`` patch is occluded (MONAI ``OcclusionSensitivity``), >= 0."""
-    from monai.visualize import OcclusionSensitivity
-
-    network.eval()
-    sensitivity = OcclusionSensitivity(nn_module=network, mask_size=mask_size, n_batch=n_batch, verbose=False,
-                                       mode="mean_img", overlap=0.5)
-    with torch.no_grad():
-        probability = torch.softmax(network(inputs.float()), dim=1)[0, class_index]
-        occluded, _ = sensitivity(x=inputs.float())
-    drop = probability - occluded[0, 0, ..., class_index]
-    return np.maximum(drop.cpu().numpy(), 0.0)
 
 
 def _convex_hull(points: np.ndarray) -> np.ndarray:
@@ -161,7 +144,6 @@ __all__ = [
     "grad_cam",
     "hot_region",
     "last_convolution",
-    "occlusion_map",
     "point_in_box",
     "scale_to_unit",
 ]
