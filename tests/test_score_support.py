@@ -143,7 +143,10 @@ def sr_probabilities(out: Path) -> dict[str, str]:
             stack.extend(getattr(item, "ContentSequence", []))
             if item.ValueType == "CONTAINER" and item.ConceptNameCodeSequence[0].CodeValue == "125007":
                 group = list(item.ContentSequence)
-                ref = next(i for i in group if i.ValueType == "IMAGE").ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+                # the image: a direct IMAGE item (TID 1501), or the one an Image Region SCOORD is selected from (TID 1410)
+                images = [i for i in group if i.ValueType == "IMAGE"] + [
+                    j for i in group if i.ValueType == "SCOORD" for j in i.ContentSequence if j.ValueType == "IMAGE"]
+                ref = images[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
                 num = next(i for i in group if i.ValueType == "NUM" and i.ConceptNameCodeSequence[0].CodeValue == "122157")
                 values[ref] = f"{float(num.MeasuredValueSequence[0].NumericValue):.6f}"
     return values

@@ -40,7 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "or name one of fp32, channels_last, bf16, fp16 (CUDA), compile, torchscript, onnx",
     )
     parser.add_argument("--threshold", type=float, help="decision threshold on P(fracture) (default: the model's)")
-    parser.add_argument("--heatmaps", action="store_true", help="write Grad-CAM overlays of positive images as DICOM SC")
+    parser.add_argument("--heatmaps", action="store_true", help="write Grad-CAM overlays of positive images as DICOM SC "
+                        "(same as adding sc to --outputs)")
+    parser.add_argument("--outputs", metavar="LIST", help="DICOM objects to write, comma-separated from sr (TID 1500 SR with "
+                        "the evidence region), kos (key images), pr (GSPS overlay per positive image), sc (heatmap "
+                        "Secondary Capture) (default: sr,kos,pr)")
     parser.add_argument("--no-dicom", action="store_true", help="write results.csv and manifest.json only")
     parser.add_argument("--shard", metavar="I/N", help="score shard I of N (0-based; split by study)")
     parser.add_argument("--merge", type=Path, metavar="DIR", help="merge results.shard-*-of-N.csv in DIR and exit")
@@ -131,6 +135,9 @@ def run(args: argparse.Namespace) -> int:
         return _usage(f"input not found: {missing[0]}")
     try:
         shard = parse_shard(args.shard)
+        from monai_fracture.reports import parse_outputs
+
+        outputs = parse_outputs(args.outputs, heatmaps=args.heatmaps)
     except ValueError as err:
         return _usage(str(err))
     if args.progress is None:  # off a terminal, progress comes as log lines: show them without -v
@@ -151,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
             shard=shard,
             progress=args.progress,
             backend=args.backend,
+            outputs=outputs,
         )
     except (ModelNotFoundError, ModelPackageError, JournalMismatchError, BackendUnavailable, UnsafeOutputError) as err:
         return _usage(str(err))

@@ -14,6 +14,8 @@ ABSENT = codes.SCT.Absent  # (272519000, SCT, "Absent")
 PROBABILITY = codes.DCM.Probability  # (122157, DCM, "Probability")
 #: NUM concept for the decision threshold the probability was compared with.
 THRESHOLD = codes.DCM.ThresholdValue  # (122411, DCM, "Threshold Value")
+#: TEXT qualitative evaluation of TID 1501/1410 (row "Qualitative Evaluations"): the decision in words.
+QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
 NO_UNITS = codes.UCUM.NoUnits  # ("1", UCUM, "no units")
 #: Procedure reported, by modality family.
 PROCEDURE_RADIOGRAPHY = codes.SCT.PlainRadiography  # (168537006, SCT)

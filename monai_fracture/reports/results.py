@@ -2,24 +2,79 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 
 @dataclass(frozen=True)
+class EvidenceRegion:
+    """The region of strongest evidence in source pixel coordinates (row, column; 0-based pixel centres).
+
+    ``peak`` is the heatmap maximum; ``outline`` a closed convex polygon (first point repeated)
+    around the connected area at or above ``level`` of the maximum that holds the peak;
+    ``area_fraction`` that area's share of the image. Built by ``scoring.saliency.hot_region``.
+    """
+
+    peak: tuple[float, float]
+    outline: tuple[tuple[float, float], ...]
+    level: float
+    area_fraction: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"peak": list(self.peak), "outline": [list(p) for p in self.outline], "level": self.level,
+                "area_fraction": self.area_fraction}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvidenceRegion:
+        peak = tuple(float(v) for v in data["peak"])
+        outline = tuple((float(r), float(c)) for r, c in data["outline"])
+        return cls((peak[0], peak[1]), outline, float(data["level"]), float(data["area_fraction"]))
+
+    def scoord_outline(self) -> np.ndarray:
+        """The outline as DICOM (column, row) pairs: DICOM puts the centre of the first pixel at (0.5, 0.5)."""
+        return np.array([(c + 0.5, r + 0.5) for r, c in self.outline], dtype=np.float32)
+
+    def scoord_peak(self) -> np.ndarray:
+        return np.array([[self.peak[1] + 0.5, self.peak[0] + 0.5]], dtype=np.float32)
+
+
+@dataclass(frozen=True)
 class ImageResult:
-    """One decision: a radiograph (one SOP instance) or a CT series (all its slices)."""
+    """One decision: a radiograph (one SOP instance) or a CT series (all its slices).
+
+    ``region`` is where the evidence is strongest (radiographs judged positive, when the model
+    has gradients); the SR carries it as an image region and the GSPS draws it.
+    """
 
     sop_uids: tuple[str, ...]
     probability: float
     threshold: float
     series_uid: str | None = None
+    region: EvidenceRegion | None = None
 
     @property
     def positive(self) -> bool:
         return self.probability >= self.threshold
+
+    def finding_text(self) -> str:
+        """The decision in words, the way a radiologist reads it first."""
+        return "Fracture suspected" if self.positive else "No fracture detected"
+
+    def summary(self, model_info: ModelIdentity) -> str:
+        """One labelled line: finding, probability, threshold and model, e.g. for a TEXT item or a PACS label."""
+        return (f"{self.finding_text()} (probability {self.probability:.2f}, threshold {self.threshold:.2f}; "
+                f"model {model_info.name} {model_info.version})")
+
+    def content_key(self) -> tuple[Any, ...]:
+        """What a report says about this decision that the model and image alone do not fix: the
+        decision and the threshold. Probability and region are functions of model, image and code
+        (all three in the UID, see ``reports.series``) up to float noise (batch position, thread
+        count), and that noise must not turn a rerun or a resumed run into a "new" result.
+        """
+        return (tuple(self.sop_uids), self.positive, repr(float(self.threshold)))
 
 
 @dataclass(frozen=True)

@@ -33,17 +33,43 @@ def device_observer(device_uid: str, model_info: ModelIdentity) -> hd.sr.Observe
     )
 
 
+def summary_text(result: ImageResult, model_info: ModelIdentity) -> hd.sr.TextContentItem:
+    """TEXT qualitative evaluation (TID 1501/1410 row "Qualitative Evaluations") with the decision in words.
+
+    Renderers that show short items inline without their concept names (``dsr2html`` by default)
+    still read "Fracture suspected (probability 0.93, threshold 0.13; model ...)".
+    """
+    return hd.sr.TextContentItem(
+        name=concepts.QUALITATIVE_EVALUATIONS,
+        value=result.summary(model_info)[:1024],
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+    )
+
+
+def image_region(result: ImageResult, header: Dataset) -> hd.sr.ImageRegion:
+    """The region of strongest evidence as a closed POLYLINE SCOORD in the source image's pixels."""
+    assert result.region is not None
+    return hd.sr.ImageRegion(
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=result.region.scoord_outline(),
+        source_image=hd.sr.SourceImageForRegion.from_source_image(header),
+    )
+
+
 def measurement_group(
     result: ImageResult,
     headers: dict[str, Dataset],
     algorithm: hd.sr.AlgorithmIdentification,
     tracking_uid: str,
     label: str,
-) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    """TID 1501 group: fracture present/absent, its probability and threshold, source images."""
-    sources = [
-        hd.sr.SourceImageForMeasurementGroup.from_source_image(headers[uid]) for uid in result.sop_uids
-    ]
+    model_info: ModelIdentity | None = None,
+) -> hd.sr.MeasurementsAndQualitativeEvaluations | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """One group per decision: fracture present/absent, its probability and threshold, and a TEXT summary.
+
+    A positive radiograph with a region becomes a TID 1410 planar ROI group whose image region
+    (SCOORD on the source image) is where the evidence is strongest; everything else a TID 1501
+    group with its source images.
+    """
     probability = hd.sr.Measurement(
         name=concepts.PROBABILITY,
         value=float(result.probability),
@@ -54,14 +80,23 @@ def measurement_group(
     evaluation = hd.sr.QualitativeEvaluation(
         name=concepts.FRACTURE_OF_BONE, value=concepts.PRESENT if result.positive else concepts.ABSENT
     )
-    return hd.sr.MeasurementsAndQualitativeEvaluations(
+    common = dict(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking_uid, identifier=label[:64]),
         finding_type=concepts.FRACTURE_OF_BONE,
         algorithm_id=algorithm,
         measurements=[probability, threshold],
         qualitative_evaluations=[evaluation],
-        source_images=sources,
     )
+    if result.positive and result.region is not None and len(result.sop_uids) == 1:
+        group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            referenced_region=image_region(result, headers[result.sop_uids[0]]), **common
+        )
+    else:
+        sources = [hd.sr.SourceImageForMeasurementGroup.from_source_image(headers[uid]) for uid in result.sop_uids]
+        group = hd.sr.MeasurementsAndQualitativeEvaluations(source_images=sources, **common)
+    if model_info is not None:
+        group[0].ContentSequence.append(summary_text(result, model_info))
+    return group
 
 
 def build_fracture_sr(
@@ -75,6 +110,7 @@ def build_fracture_sr(
     series_number: int = 9901,
     instance_number: int = 1,
     tracking_uids: Sequence[str] | None = None,
+    series_description: str = "Fracture classification (AI)",
 ) -> hd.sr.Comprehensive3DSR:
     """One SR for one study; ``headers`` are clean source headers (``evidence.clean_study_headers``)."""
     by_uid = {str(h.SOPInstanceUID): h for h in headers}
@@ -88,7 +124,7 @@ def build_fracture_sr(
             label = f"fracture classification, image {index + 1}"
         else:
             label = f"fracture classification, series {index + 1}"
-        groups.append(measurement_group(result, by_uid, algorithm, tracking_uid, label))
+        groups.append(measurement_group(result, by_uid, algorithm, tracking_uid, label, model_info))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device_observer(device_uid, model_info)),
         procedure_reported=concepts.procedure_for_modalities(modalities),
@@ -103,5 +139,5 @@ def build_fracture_sr(
         instance_number=instance_number,
         manufacturer=concepts.MANUFACTURER,
         is_complete=True,
-        series_description="Fracture classification (AI)",
+        series_description=series_description[:64],
     )

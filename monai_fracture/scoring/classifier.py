@@ -100,6 +100,7 @@ class Classifier:
         self.expected_images = 0
         self.backend = None
         self.backend_choice = None
+        self.heatmap_layer: str | None = None  # Grad-CAM layer; None = the network's last convolution
 
     @property
     def model_id(self) -> str:
@@ -171,29 +172,26 @@ class Classifier:
         return isinstance(self.model.network, torch.nn.Module) and self.model.format == "pytorch"
 
     def cam_layer(self) -> str:
-        """Name of the last convolution of the network (EfficientNet: ``_conv_head``)."""
-        last = None
-        for name, module in self.model.network.named_modules():
-            if isinstance(module, (torch.nn.Conv2d, torch.nn.Conv3d)):
-                last = name
-        if last is None:
-            raise ValueError("the network has no convolution layer for Grad-CAM")
-        return last
+        """The layer Grad-CAM reads: ``heatmap_layer`` when set, else the network's last convolution."""
+        from monai_fracture.scoring.saliency import last_convolution
 
-    def heatmap(self, array: np.ndarray, meta: Mapping[str, Any]) -> np.ndarray:
-        """Grad-CAM of the fracture class for one image, mapped back to the source geometry, in [0, 1]."""
-        from monai.visualize import GradCAM
+        return self.heatmap_layer or last_convolution(self.model.network)
+
+    def heatmap(self, array: np.ndarray, meta: Mapping[str, Any], method: str = "gradcam") -> np.ndarray:
+        """Grad-CAM of the fracture class for one image, in the source geometry, in [0, 1] (1 = strongest).
+
+        The raw map is cut to the image content (the letterbox padding removed), resized back to
+        the source pixels, then scaled; see ``scoring.saliency`` for why nothing is inverted.
+        """
+        from monai_fracture.scoring.saliency import grad_cam, scale_to_unit
 
         if not self.supports_heatmaps:
             raise ValueError(f"Grad-CAM needs a PyTorch model, not {self.model.format}")
         processed = self.preprocess_meta(array, meta)
-        network = self.model.network
-        cam = GradCAM(nn_module=network, target_layers=self.cam_layer())
-        with torch.enable_grad():
-            inputs = torch.as_tensor(processed).as_subclass(torch.Tensor)[None].to(self.device).float()
-            activation = cam(x=inputs, class_idx=1)[0]  # (1, *spatial), min-max scaled to [0, 1]
-        network.eval()
-        return self._to_source_geometry(activation.detach().cpu(), processed, np.shape(array))
+        inputs = torch.as_tensor(processed).as_subclass(torch.Tensor)[None].to(self.device)
+        raw = grad_cam(self.model.network, inputs, self.cam_layer(), class_index=1, method=method)
+        self.model.network.eval()
+        return scale_to_unit(self._to_source_geometry(raw.cpu(), processed, np.shape(array)))
 
     def _to_source_geometry(self, activation: torch.Tensor, processed: Any, shape: tuple[int, ...]) -> np.ndarray:
         """Undo the recorded resize and pad; a plain resize when nothing was recorded."""
@@ -205,9 +203,7 @@ class Classifier:
             restored = torch.nn.functional.interpolate(
                 torch.as_tensor(restored)[None, None], size=tuple(shape), mode=mode, align_corners=False
             )[0, 0].numpy()
-        restored = np.nan_to_num(restored.astype(np.float32))
-        low, high = float(restored.min()), float(restored.max())
-        return (restored - low) / (high - low) if high > low else np.zeros_like(restored)
+        return np.nan_to_num(restored.astype(np.float32))
 
 
 def default_model_path() -> Path | None:

@@ -30,6 +30,9 @@ class JournalState:
     rows: dict[str, ResultRow] = field(default_factory=dict)
     studies_done: set[str] = field(default_factory=set)
     run: dict | None = None
+    # path -> evidence region (``reports.EvidenceRegion.to_dict``) of a positive image, so a resumed
+    # run writes the same SR region and overlay without recomputing the heatmap
+    regions: dict[str, dict] = field(default_factory=dict)
 
 
 class Journal:
@@ -67,6 +70,8 @@ class Journal:
                 state.studies_done.add(str(record["study"]))
             elif kind == "run":
                 state.run = state.run or record
+            elif kind == "region":
+                state.regions[str(record["path"])] = record["region"]
         if good_end < len(data):
             logger.warning("journal %s: dropping a torn last record (%d bytes)", self.path, len(data) - good_end)
             with open_private_append(self.path) as handle:
@@ -118,6 +123,9 @@ class Journal:
 
     def write_rows(self, rows: Iterable[ResultRow]) -> None:
         self._append({"type": "row", **row.to_dict()} for row in rows)
+
+    def write_region(self, path: str, region: dict) -> None:
+        self._append([{"type": "region", "path": path, "region": region}])
 
     def write_study_done(self, study_uid: str) -> None:
         self._append([{"type": "study_done", "study": study_uid}])

@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 from collections import defaultdict
+from dataclasses import replace
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,8 +33,9 @@ import torch
 from monai_fracture.progress import progress as progress_for
 from monai_fracture.reports import (
     AlgorithmIdentity,
-    Heatmap,
+    EvidenceRegion,
     ImageResult,
+    parse_outputs,
     stable_hash,
     write_heatmap_output,
     write_study_outputs_from_files,
@@ -144,9 +146,10 @@ def _report_pool(workers: int):
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reports")
 
 
-def _report_job(paths: list[str], results: list[ImageResult], identity: AlgorithmIdentity, dicom_dir: Path):
+def _report_job(paths: list[str], results: list[ImageResult], identity: AlgorithmIdentity, dicom_dir: Path,
+                outputs: tuple[str, ...]):
     started = time.perf_counter()
-    written = write_study_outputs_from_files(paths, results, identity, dicom_dir)
+    written = write_study_outputs_from_files(paths, results, identity, dicom_dir, outputs=outputs)
     return written, time.perf_counter() - started
 
 
@@ -183,17 +186,6 @@ def _decided_row(record: FileRecord) -> ResultRow:
     )
 
 
-def _display_image(array: np.ndarray, meta: dict) -> np.ndarray:
-    """The image as a viewer would show it, in [0, 1], for the heatmap overlay."""
-    image = np.nan_to_num(np.asarray(array, dtype=np.float32))
-    if image.ndim == 3:  # a volume: the middle slice
-        image = image[image.shape[0] // 2]
-    if meta.get("presentation_ready"):
-        return np.clip(image, 0.0, 1.0)
-    low, high = np.percentile(image, [1.0, 99.0])
-    return np.clip((image - low) / (high - low), 0.0, 1.0) if high > low else np.zeros_like(image)
-
-
 class _Run:
     """One scoring run over one shard (or everything)."""
 
@@ -212,13 +204,15 @@ class _Run:
         progress: bool | None,
         command: Sequence[str] | None,
         report_workers: int | None = None,
+        outputs: Sequence[str] | None = None,
     ) -> None:
         self.inputs = [os.fspath(p) for p in inputs]
         self.out_dir = out_dir
         self.dicom_dir = out_dir / "dicom"
         self.xr, self.ct = xr, ct
         self.batch_size, self.workers = batch_size, workers
-        self.heatmaps, self.write_dicom = heatmaps, write_dicom
+        self.outputs = parse_outputs(outputs, heatmaps=heatmaps)
+        self.heatmaps, self.write_dicom = "sc" in self.outputs, write_dicom
         # progress: True = bars, False = silent, None = bars on a terminal, else log lines (rate, ETA)
         self.shard, self.progress_mode = shard, progress
         self.progress = sys.stderr.isatty() if progress is None else bool(progress)
@@ -303,7 +297,9 @@ class _Run:
             return None
         # the classifier's threshold, not the row's 6-digit text: the resumed SR equals the uninterrupted one
         threshold = self.classifier(item.family).threshold
-        return ImageResult(tuple(str(u) for u in item.sop_uids), probability, threshold, item.series_uid)
+        region = self.state.regions.get(item.paths[0]) if len(item.paths) == 1 else None
+        return ImageResult(tuple(str(u) for u in item.sop_uids), probability, threshold, item.series_uid,
+                           EvidenceRegion.from_dict(region) if region else None)
 
     def _finish_item(self, item: WorkItem, result: ImageResult | None) -> None:
         key = self._study_key(item)
@@ -327,7 +323,8 @@ class _Run:
         if not self.write_dicom or not results or journal_key in self.state.studies_done:
             return
         identity = AlgorithmIdentity.of(self.classifier(key[0]).info)
-        self.report_jobs.append((key, self.report_pool.submit(_report_job, paths, results, identity, self.dicom_dir)))
+        self.report_jobs.append((key, self.report_pool.submit(_report_job, paths, results, identity, self.dicom_dir,
+                                                              self.outputs)))
         self._collect_reports(block=False)
 
     def _collect_reports(self, block: bool) -> None:
@@ -352,25 +349,44 @@ class _Run:
             self.state.studies_done.add(journal_key)
         self.report_jobs = remaining
 
-    def _write_heatmap(self, item: WorkItem, probability: float, classifier: Classifier) -> None:
-        from monai_fracture.io import read_image
+    def _needs_region(self, item: WorkItem, result: ImageResult, classifier: Classifier) -> bool:
+        """A positive DICOM radiograph without a region yet, in a run that writes SR, GSPS or SC."""
+        return (
+            result.positive
+            and result.region is None
+            and self.write_dicom
+            and bool({"sr", "pr", "sc"} & set(self.outputs))
+            and item.family == "xr"
+            and len(item.paths) == 1
+            and item.is_dicom
+            and bool(item.study_uid)
+            and classifier.supports_heatmaps
+        )
+
+    def _localise(self, item: WorkItem, result: ImageResult, classifier: Classifier) -> ImageResult:
+        """Grad-CAM of a positive radiograph: its region goes to the journal and the result (SR, GSPS),
+        its overlay to an SC when asked. A failure costs the region, never the result."""
+        from monai_fracture.scoring.localise import localise
 
         started = time.perf_counter()
-        key = self._study_key(item)
         try:
-            array, meta = read_image(item.paths[0])
-            cam = classifier.heatmap(array, meta)
-            study = self.studies[key]
-            study.heatmaps += 1
-            heatmap = Heatmap(str(item.sop_uids[0]), _display_image(array, meta), cam, probability)
-            header = pydicom.dcmread(item.paths[0], stop_before_pixels=True, force=True)
-            path = write_heatmap_output(header, heatmap, classifier.info, self.dicom_dir, instance_number=study.heatmaps)
-            self.dicom_outputs[str(item.study_uid)].append(path)
+            region, heatmap = localise(classifier, item.paths[0], str(item.sop_uids[0]), result.probability,
+                                       with_heatmap=self.heatmaps)
+            self.journal.write_region(item.paths[0], region.to_dict())
+            self.state.regions[item.paths[0]] = region.to_dict()
+            result = replace(result, region=region)
+            if heatmap is not None:
+                study = self.studies[self._study_key(item)]
+                study.heatmaps += 1
+                header = pydicom.dcmread(item.paths[0], stop_before_pixels=True, force=True)
+                path = write_heatmap_output(header, heatmap, classifier.info, self.dicom_dir, instance_number=study.heatmaps)
+                self.dicom_outputs[str(item.study_uid)].append(path)
         except Exception as err:
             logger.warning("heatmap for %s not written: %s", item.paths[0], err)
             self.dicom_errors.append({"path": item.paths[0], "error": printable(f"heatmap: {type(err).__name__}: {err}", 512)})
         finally:
             self.timings["heatmaps_s"] += time.perf_counter() - started
+        return result
 
     # -- the run ---------------------------------------------------------------------------
     def prepare(self) -> tuple[Catalog, list[str], list[WorkItem]]:
@@ -400,6 +416,8 @@ class _Run:
                 study = self.studies.setdefault(key, _StudyState())
                 if done:
                     result = self._result_from_rows(item)
+                    if result is not None and item.family == "xr" and self._needs_region(item, result, self.xr):
+                        result = self._localise(item, result, self.xr)  # the last run was killed before its region
                     if result is not None:
                         study.results.append(result)
                         study.source_paths.extend(item.paths)
@@ -473,17 +491,8 @@ class _Run:
             self.scored_this_run += len(item.paths)
         self._record(rows)  # journal first: a kill after this never loses these rows
         for item, result, probability in outcomes:
-            if (
-                result is not None
-                and result.positive
-                and self.heatmaps
-                and self.write_dicom
-                and item.family == "xr"
-                and item.is_dicom
-                and item.study_uid
-                and classifier.supports_heatmaps
-            ):
-                self._write_heatmap(item, probability, classifier)
+            if result is not None and self._needs_region(item, result, classifier):
+                result = self._localise(item, result, classifier)
             self._finish_item(item, result)
 
     def close_reports(self) -> None:
@@ -523,6 +532,7 @@ class _Run:
                 "workers": self.workers,
                 "device": str(self.xr.device),
                 "heatmaps": self.heatmaps,
+                "outputs": list(self.outputs) if self.write_dicom else [],
                 "write_dicom": self.write_dicom,
                 "report_workers": self.report_workers,
                 "torch_threads": getattr(self, "model_threads", torch.get_num_threads()),
@@ -583,6 +593,7 @@ def score_paths(
     command: Sequence[str] | None = None,
     report_workers: int | None = None,
     backend: str = "auto",
+    outputs: str | Sequence[str] | None = None,
 ) -> ScoreSummary:
     """Score every file under ``inputs`` into ``out_dir`` (see docs/scoring.md).
 
@@ -591,7 +602,8 @@ def score_paths(
     overrides the models' stored thresholds. ``shard`` ``"i/n"`` scores one part (by study);
     under torchrun the rank is used. ``report_workers`` processes build the SR/KOS (default: one
     per four cores, 1 to 4). ``backend`` picks how the network runs (``auto``: the fastest variant
-    within 1e-3 of fp32 with identical decisions, see ``scoring.backends``). KeyboardInterrupt ends the run cleanly with
+    within 1e-3 of fp32 with identical decisions, see ``scoring.backends``). ``outputs`` names the DICOM
+    objects (``sr,kos,pr,sc``; default ``sr,kos,pr``, ``heatmaps=True`` adds ``sc``). KeyboardInterrupt ends the run cleanly with
     ``interrupted=True`` / exit code 130; rerunning with the same ``out_dir`` resumes.
     """
     t0 = time.perf_counter()
@@ -616,7 +628,7 @@ def score_paths(
     run = _Run(
         inputs, out_dir, xr, ct,
         batch_size=batch_size, workers=workers, heatmaps=heatmaps, write_dicom=write_dicom,
-        shard=shard, progress=progress, command=command, report_workers=report_workers,
+        shard=shard, progress=progress, command=command, report_workers=report_workers, outputs=outputs,
     )
     interrupted = False
     owned: list[str] = []

@@ -1,0 +1,194 @@
+"""Does the heatmap point at the fracture? Pointing game and energy-in-box on FracAtlas validation.
+
+    .venv/bin/python -m benchmarks.localisation --data ../shared/data/fracatlas \
+        --model bundles/fracture_classification/models/fracatlas --out benchmarks/out/localisation
+
+For every true positive of the shipped model's validation fold (the same StratifiedGroupKFold
+fold the model was chosen on, see ``benchmarks.fracatlas``; images the reader rejects dropped as
+there), the Grad-CAM of the fracture class is computed by ``Classifier.heatmap`` (what
+``monai-fracture score`` writes) and compared with the FracAtlas YOLO boxes:
+
+- hit: the heatmap maximum lies inside a box grown by ``--tolerance`` (a fraction of the image's
+  long side; 0 = strictly inside);
+- energy in box: the share of the heatmap's total value inside the union of boxes, beside the
+  boxes' share of the image area (what a uniform map would score).
+
+``--methods``/``--layers`` compare variants. Writes
+``localisation.json`` (summary + per-image rows) and an overlay panel of the first images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from benchmarks.fracatlas import Recipe, split_indices
+from monai_fracture.io import ImageReadError, read_image
+from monai_fracture.model_package import ModelInfo
+from monai_fracture.scoring import Classifier
+from monai_fracture.scoring.saliency import energy_in_boxes, point_in_box
+
+logger = logging.getLogger("benchmarks.localisation")
+
+
+def yolo_boxes(path: Path, rows: int, cols: int) -> list[tuple[float, float, float, float]]:
+    """YOLO ``class cx cy w h`` (fractions) -> (row0, col0, row1, col1) in pixels of a ``rows`` x ``cols`` image."""
+    boxes = []
+    if not path.is_file():
+        return boxes
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) < 5:
+            continue
+        cx, cy, w, h = (float(v) for v in parts[1:5])
+        boxes.append(((cy - h / 2) * rows, (cx - w / 2) * cols, (cy + h / 2) * rows, (cx + w / 2) * cols))
+    return boxes
+
+
+def validation_frame(data_dir: Path, model: Path) -> pd.DataFrame:
+    """The validation fold of the shipped model: same rows, order and split as ``benchmarks.fracatlas``."""
+    info = ModelInfo.load(model / "model_info.json")
+    recipe_values = (info.training_data or {}).get("recipe", {})
+    recipe = Recipe(**{k: v for k, v in recipe_values.items() if k in Recipe.__dataclass_fields__})
+    labels = pd.read_csv(data_dir / "labels.csv")
+    usable = labels[labels["decodes"].astype(str).str.lower() == "true"].reset_index(drop=True)
+    _, val_idx = split_indices(usable, recipe)
+    val = usable.iloc[val_idx].reset_index(drop=True)
+    expected = (info.training_data or {}).get("val_images")
+    if expected is not None and len(val) != int(expected):
+        raise SystemExit(f"validation fold has {len(val)} images, the model card says {expected}: data differ")
+    return val
+
+
+def evaluate(classifier: Classifier, val: pd.DataFrame, data_dir: Path, methods: list[str], layers: list[str],
+             tolerance: float, limit: int | None, progress_file: Path | None = None) -> list[dict]:
+    """Per-image records for the true positives; ``progress_file`` gets the rows so far after each image."""
+    positives = val[val["label"] == 1]
+    rows: list[dict] = []
+    for _, entry in positives.iterrows():
+        if limit is not None and len(rows) >= limit:
+            break
+        name = Path(entry["path"]).stem
+        try:
+            image, meta = read_image(data_dir / entry["path"])
+        except ImageReadError as err:
+            logger.warning("%s: %s", entry["path"], err)
+            continue
+        probability = float(classifier.score([(image, meta)])[0])
+        if probability < classifier.threshold:
+            continue  # true positives only: a missed fracture has no evidence to point at
+        boxes = yolo_boxes(data_dir / "annotations" / "yolo" / f"{name}.txt", *image.shape)
+        if not boxes:
+            continue
+        record = {"path": entry["path"], "probability": round(probability, 4), "shape": list(image.shape),
+                  "box_area_fraction": round(energy_in_boxes(np.ones(image.shape, np.float32), boxes), 4),
+                  "boxes": [[round(v, 1) for v in b] for b in boxes]}
+        slack = tolerance * max(image.shape)
+        for layer in layers:
+            classifier.heatmap_layer = None if layer == "last" else layer
+            for method in methods:
+                started = time.perf_counter()
+                cam = classifier.heatmap(image, meta, method=method)
+                seconds = time.perf_counter() - started
+                peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
+                key = f"{method}@{layer}"
+                record[key] = {"hit": any(point_in_box(peak, b, slack) for b in boxes),
+                               "energy": round(energy_in_boxes(cam, boxes), 4), "seconds": round(seconds, 3),
+                               "peak": [int(peak[0]), int(peak[1])]}
+        rows.append(record)
+        if progress_file is not None:
+            progress_file.write_text(json.dumps({"summary": summarise(rows), "images": rows}, indent=1) + "\n")
+        logger.info("%s p=%.3f %s", name, probability,
+                    " ".join(f"{k}:{int(v['hit'])}/{v['energy']:.2f}" for k, v in record.items() if isinstance(v, dict)))
+    return rows
+
+
+def summarise(rows: list[dict], tolerances: tuple[float, ...] = (0.05, 0.1)) -> dict:
+    """Hit rates (at the run's tolerance and at ``tolerances`` of the long side) and energy in box per variant."""
+    keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, dict)})
+    summary = {"true_positives": len(rows),
+               "mean_box_area_fraction": round(float(np.mean([r["box_area_fraction"] for r in rows])), 4) if rows else None}
+    for key in keys:
+        scored = [r for r in rows if key in r]
+        hits = [r[key]["hit"] for r in scored]
+        energy = [r[key]["energy"] for r in scored]
+        summary[key] = {"hit_rate": round(float(np.mean(hits)), 4), "hits": int(np.sum(hits)), "n": len(hits),
+                        "energy_in_box_mean": round(float(np.mean(energy)), 4),
+                        "energy_in_box_median": round(float(np.median(energy)), 4)}
+        for tolerance in tolerances:
+            grown = [any(point_in_box(tuple(r[key]["peak"]), tuple(b), tolerance * max(r["shape"])) for b in r["boxes"])
+                     for r in scored]
+            summary[key][f"hit_rate_tolerance_{tolerance}"] = round(float(np.mean(grown)), 4)
+    return summary
+
+
+def panel(rows: list[dict], data_dir: Path, classifier: Classifier, out_file: Path, count: int = 8) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    picked = rows[:count]
+    fig, axes = plt.subplots(2, max(1, (len(picked) + 1) // 2), figsize=(3.2 * max(1, (len(picked) + 1) // 2), 7))
+    for ax, row in zip(np.ravel(axes), picked):
+        image, meta = read_image(data_dir / row["path"])
+        classifier.heatmap_layer = None
+        cam = classifier.heatmap(image, meta)
+        ax.imshow(image, cmap="gray")
+        ax.imshow(cam, cmap="jet", alpha=0.35)
+        for r0, c0, r1, c1 in yolo_boxes(data_dir / "annotations" / "yolo" / f"{Path(row['path']).stem}.txt", *image.shape):
+            ax.add_patch(Rectangle((c0, r0), c1 - c0, r1 - r0, fill=False, edgecolor="white", linewidth=1.2))
+        peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
+        ax.plot([peak[1]], [peak[0]], marker="+", color="white", markersize=12)
+        ax.set_title(f"{Path(row['path']).name} p={row['probability']:.2f}", fontsize=8)
+        ax.axis("off")
+    for ax in np.ravel(axes)[len(picked):]:
+        ax.axis("off")
+    fig.suptitle("Grad-CAM (fracture class) on validation true positives; white: FracAtlas boxes, +: peak")
+    fig.tight_layout()
+    fig.savefig(out_file, dpi=90)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/fracatlas"))
+    parser.add_argument("--model", type=Path, default=Path("bundles/fracture_classification/models/fracatlas"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/localisation"))
+    parser.add_argument("--methods", nargs="+", default=["gradcam"], choices=["gradcam", "gradcampp"])
+    parser.add_argument("--layers", nargs="+", default=["last"], help="module names, or 'last' (last convolution)")
+    parser.add_argument("--tolerance", type=float, default=0.0, help="box growth as a fraction of the long side")
+    parser.add_argument("--limit", type=int, help="stop after this many true positives")
+    parser.add_argument("--panel", type=Path, help="also write an overlay panel PNG here")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    classifier = Classifier(args.model, backend="fp32")
+    val = validation_frame(args.data, args.model)
+    started = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = evaluate(classifier, val, args.data, args.methods, args.layers, args.tolerance, args.limit,
+                    progress_file=args.out / "localisation.partial.json")
+    summary = summarise(rows)
+    summary.update({"model": classifier.model_id, "threshold": classifier.threshold, "tolerance": args.tolerance,
+                    "validation_images": len(val), "validation_fractured": int((val["label"] == 1).sum()),
+                    "wall_seconds": round(time.perf_counter() - started, 1)})
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "localisation.json").write_text(json.dumps({"summary": summary, "images": rows}, indent=2) + "\n")
+    if args.panel is not None:
+        panel(rows, args.data, classifier, args.panel)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""Where the network looked: Grad-CAM through MONAI, restricted to the image, and its hot region.
+
+Why the first release drew frame-shaped maps: ``monai.visualize.GradCAM`` post-processes with
+``default_normalizer``, which maps (min, max) to (1, 0), i.e. it *inverts* the map ("smallest
+will become biggest", in MONAI's docstring). The strongest evidence became the coldest colour
+and the zero-evidence padding and border the hottest. Here MONAI computes the raw map (its
+ReLU of the gradient-weighted activations, upsampled to the network input), nothing is
+inverted, the zero padding of the letterbox resize is cut away before the map is scaled (so
+padding can neither win the peak nor stretch the colour range), and the map is mapped back
+through the recorded resize onto the source pixels.
+
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from monai_fracture.reports.results import EvidenceRegion
+
+METHODS = ("gradcam", "gradcampp")
+
+
+def _identity(values: torch.Tensor) -> torch.Tensor:
+    return values
+
+
+def last_convolution(network: torch.nn.Module) -> str:
+    """Name of the network's last convolution (EfficientNet: ``_conv_head``): the Grad-CAM default."""
+    last = None
+    for name, module in network.named_modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Conv3d)):
+            last = name
+    if last is None:
+        raise ValueError("the network has no convolution layer for Grad-CAM")
+    return last
+
+
+def grad_cam(
+    network: torch.nn.Module, inputs: torch.Tensor, layer: str, class_index: int = 1, method: str = "gradcam"
+) -> torch.Tensor:
+    """Raw (non-negative, unscaled) class activation map of ``inputs`` (1, C, *spatial) at input size.
+
+    ``method`` ``gradcam`` or ``gradcampp`` (MONAI ``GradCAM`` / ``GradCAMpp``). The network is left
+    in eval mode (MONAI restores the mode it found).
+    """
+    from monai.visualize import GradCAM, GradCAMpp
+
+    if method not in METHODS:
+        raise ValueError(f"unknown saliency method {method!r}; choose from {', '.join(METHODS)}")
+    kind = GradCAM if method == "gradcam" else GradCAMpp
+    cam = kind(nn_module=network, target_layers=layer, postprocessing=_identity)
+    with torch.enable_grad():
+        values = cam(x=inputs.float(), class_idx=class_index)
+    return values[0].detach()  # (1, *spatial)
+
+
+def scale_to_unit(values: np.ndarray) -> np.ndarray:
+    """Min-max to [0, 1] (all zeros when flat); NaNs count as no evidence."""
+    values = np.nan_to_num(np.asarray(values, dtype=np.float32))
+    low, high = float(values.min()), float(values.max())
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
+
+
+def _convex_hull(points: np.ndarray) -> np.ndarray:
+    """Monotone chain hull of (row, col) points, counter-clockwise, no repeated end point."""
+    pts = sorted(set(map(tuple, points.tolist())))
+    if len(pts) <= 2:
+        return np.asarray(pts, dtype=np.float64)
+
+    def cross(o, a, b) -> float:
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+    lower: list = []
+    for p in pts:
+        while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= 0:
+            lower.pop()
+        lower.append(p)
+    upper: list = []
+    for p in reversed(pts):
+        while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
+            upper.pop()
+        upper.append(p)
+    return np.asarray(lower[:-1] + upper[:-1], dtype=np.float64)
+
+
+def hot_region(cam: np.ndarray, level: float = 0.5, max_points: int = 32) -> EvidenceRegion:
+    """The connected area around the peak of a [0, 1] map at or above ``level``, as a convex polygon.
+
+    A convex hull of the pixel corners keeps the outline short (a PACS draws it as a polyline)
+    and always encloses the peak; the polygon is thinned to at most ``max_points`` vertices.
+    """
+    from scipy import ndimage
+
+    cam = np.nan_to_num(np.asarray(cam, dtype=np.float32))
+    if cam.ndim != 2 or cam.size == 0:
+        raise ValueError(f"expected a 2D heatmap, got shape {cam.shape}")
+    peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    top = float(cam[peak])
+    mask = cam >= top * level if top > 0 else np.zeros_like(cam, dtype=bool)
+    mask[peak] = True
+    labels, _ = ndimage.label(mask)
+    component = labels == labels[peak]
+    rows, cols = np.nonzero(component)
+    # pixel corners (not centres), so a one-pixel region still has an area
+    corners = np.concatenate([np.stack([rows + dr, cols + dc], axis=1) for dr in (-0.5, 0.5) for dc in (-0.5, 0.5)])
+    hull = _convex_hull(corners)
+    if len(hull) > max_points:
+        hull = hull[np.linspace(0, len(hull) - 1, max_points).round().astype(int)]
+    limit_r, limit_c = cam.shape[0] - 0.5, cam.shape[1] - 0.5
+    hull = np.stack([np.clip(hull[:, 0], -0.5, limit_r), np.clip(hull[:, 1], -0.5, limit_c)], axis=1)
+    outline = tuple((round(float(r), 1), round(float(c), 1)) for r, c in hull)
+    outline = outline + outline[:1]
+    return EvidenceRegion((float(peak[0]), float(peak[1])), outline, float(level),
+                          round(float(component.mean()), 6))
+
+
+def point_in_box(point: tuple[float, float], box: tuple[float, float, float, float], tolerance: float = 0.0) -> bool:
+    """Whether (row, col) lies in ``box`` (row0, col0, row1, col1) grown by ``tolerance`` pixels."""
+    r, c = point
+    r0, c0, r1, c1 = box
+    return r0 - tolerance <= r <= r1 + tolerance and c0 - tolerance <= c <= c1 + tolerance
+
+
+def energy_in_boxes(cam: np.ndarray, boxes: Sequence[tuple[float, float, float, float]]) -> float:
+    """Share of the map's total (non-negative) value that falls inside the union of ``boxes``."""
+    cam = np.maximum(np.nan_to_num(np.asarray(cam, dtype=np.float64)), 0.0)
+    total = cam.sum()
+    if total <= 0:
+        return 0.0
+    inside = np.zeros(cam.shape, dtype=bool)
+    for r0, c0, r1, c1 in boxes:
+        inside[max(0, math.floor(r0)) : max(0, math.ceil(r1) + 1), max(0, math.floor(c0)) : max(0, math.ceil(c1) + 1)] = True
+    return float(cam[inside].sum() / total)
+
+
+__all__ = [
+    "METHODS",
+    "EvidenceRegion",
+    "energy_in_boxes",
+    "grad_cam",
+    "hot_region",
+    "last_convolution",
+    "point_in_box",
+    "scale_to_unit",
+]

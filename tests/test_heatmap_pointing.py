@@ -1,0 +1,93 @@
+"""Pointing game on radiograph phantoms whose fracture position is known: the heatmap must point at it.
+
+A small EfficientNet-Lite0 (ImageNet start, as the bundle trains) learns the phantoms for two
+epochs; then, for every held-out fractured phantom it detects, the peak of ``Classifier.heatmap``
+(what ``score`` writes into the SR, the GSPS and the SC) is compared with the fracture centre the
+generator recorded. The last convolution sees the 128-pixel input as a 4 x 4 grid (32 pixels a
+cell), so distances are coarse.
+
+The test guards the median peak distance (at most 0.3 of the side); the issue's target, 90% of
+peaks within 0.15 of the side, is not reached by this quickly trained model (figures, and the
+inverted map of the first release failing this test, in docs/validation.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from monai_fracture.data.phantom import ANATOMIES, ANATOMY_WEIGHTS, FRACTURE_TYPES, FRACTURE_WEIGHTS, simulate_radiograph
+from monai_fracture.model_package import ModelInfo, save_model
+from monai_fracture.networks import build_network
+from monai_fracture.scoring import Classifier
+from monai_fracture.scoring.classifier import channel_first
+from monai_fracture.scoring.saliency import hot_region
+from monai_fracture.transforms.presets import build_preprocessing
+
+pytestmark = pytest.mark.slow
+
+SIZE, N_IMAGES, N_TRAIN, EPOCHS = 128, 160, 120, 2
+TOLERANCE = 0.15  # of the image side: 19 px at 128 (reported in the failure message)
+MAX_MEDIAN_DISTANCE = 0.3  # of the image side: 38 px at 128
+PREPROCESSING = {"modality": "xr", "size": SIZE, "normalization": "tf"}
+
+
+def _phantoms() -> tuple[list[np.ndarray], list[int], list[tuple[float, float] | None]]:
+    rng = np.random.default_rng(0)
+    images, labels, where = [], [], []
+    for index in range(N_IMAGES):
+        fractured = index % 2 == 0
+        anatomy = str(rng.choice(ANATOMIES, p=ANATOMY_WEIGHTS))
+        kind = str(rng.choice(FRACTURE_TYPES, p=FRACTURE_WEIGHTS)) if fractured else None
+        phantom = simulate_radiograph((SIZE, SIZE), np.random.default_rng(1000 + index), anatomy, kind)
+        images.append(phantom.signal)
+        labels.append(int(fractured))
+        where.append((phantom.fracture.row, phantom.fracture.col) if phantom.fracture else None)
+    return images, labels, where
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    torch.manual_seed(0)
+    images, labels, where = _phantoms()
+    chain = build_preprocessing(**PREPROCESSING, load=False)
+    inputs = torch.stack([torch.as_tensor(chain({"image": channel_first(a, {})})["image"]).as_subclass(torch.Tensor)
+                          for a in images])
+    targets = torch.tensor(labels)
+    network = build_network("efficientnet-lite0", pretrained=True)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=1e-3, weight_decay=1e-4)
+    for _ in range(EPOCHS):
+        network.train()
+        order = torch.randperm(N_TRAIN)
+        for start in range(0, N_TRAIN, 16):
+            batch = order[start : start + 16]
+            loss = torch.nn.functional.cross_entropy(network(inputs[batch]), targets[batch])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    info = ModelInfo(name="phantom-pointing", version="test", threshold=0.5, preprocessing=PREPROCESSING,
+                     network={"name": "efficientnet-lite0", "spatial_dims": 2, "in_channels": 3, "num_classes": 2})
+    folder = save_model(tmp_path_factory.mktemp("phantom_model"), network, info)
+    return Classifier(folder, backend="fp32"), images[N_TRAIN:], labels[N_TRAIN:], where[N_TRAIN:]
+
+
+def test_heatmap_peak_lies_on_the_fracture(trained):
+    classifier, images, labels, where = trained
+    probabilities = classifier.score([(a, {}) for a in images])
+    negatives = [p for p, y in zip(probabilities, labels) if y == 0]
+    positives = [p for p, y in zip(probabilities, labels) if y == 1]
+    assert np.mean(positives) > np.mean(negatives) + 0.2, "the model did not learn the phantoms"
+    distances = []
+    for image, label, centre, probability in zip(images, labels, where, probabilities):
+        if label != 1 or probability < classifier.threshold:
+            continue  # pointing game on true positives
+        cam = classifier.heatmap(image, {})
+        assert cam.shape == image.shape and cam.min() == 0.0 and cam.max() == 1.0
+        peak = hot_region(cam).peak
+        distances.append(float(np.hypot(peak[0] - centre[0], peak[1] - centre[1])))
+    assert len(distances) >= 10, f"only {len(distances)} true positives"
+    hits = np.asarray(distances) <= TOLERANCE * SIZE
+    assert np.median(distances) <= MAX_MEDIAN_DISTANCE * SIZE, (
+        f"median peak distance {np.median(distances):.0f} px, hit rate {hits.mean():.2f} within "
+        f"{TOLERANCE * SIZE:.0f} px, distances {sorted(round(d) for d in distances)}")
