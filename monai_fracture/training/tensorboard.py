@@ -22,19 +22,11 @@ from ignite.engine import Engine, Events
 from monai.handlers.tensorboard_handlers import TensorBoardHandler
 
 from monai_fracture.reports.keyimage import overlay_rgb
+from monai_fracture.scoring.saliency import grad_cam, last_convolution, scale_to_unit
 
 logger = logging.getLogger(__name__)
 
 
-def last_convolution(network: torch.nn.Module) -> str:
-    """Name of the network's last convolution, the usual Grad-CAM layer (EfficientNet: ``_conv_head``)."""
-    last = None
-    for name, module in network.named_modules():
-        if isinstance(module, (torch.nn.Conv2d, torch.nn.Conv3d)):
-            last = name
-    if last is None:
-        raise ValueError("the network has no convolution layer for Grad-CAM")
-    return last
 
 
 class LearningRateHandler(TensorBoardHandler):
@@ -131,8 +123,6 @@ class GradCAMImageHandler(TensorBoardHandler):
     def __call__(self, engine: Engine) -> None:
         if self._images is None or idist.get_rank() != 0:
             return
-        from monai.visualize import GradCAM
-
         # the module inside DistributedDataParallel: its forward would start collectives on rank 0 alone
         network = getattr(self.network, "module", self.network)
         was_training = network.training
@@ -144,18 +134,18 @@ class GradCAMImageHandler(TensorBoardHandler):
             network.eval()
             for parameter in parameters:  # gradients reach the activations through the input only:
                 parameter.requires_grad_(False)  # no .grad written, no DDP reducer hook fired
-            cam = GradCAM(nn_module=network, target_layers=layer)
             with torch.enable_grad():
                 inputs = self._images.to(device).float().clone().requires_grad_(True)
                 logits = network(inputs).detach()
-                maps = cam(x=inputs, class_idx=self.class_index)  # (N, 1, H, W) in [0, 1]
+            # raw maps (MONAI's default normaliser inverts them), scaled one image at a time
+            maps = [grad_cam(network, inputs[i : i + 1], layer, self.class_index) for i in range(len(inputs))]
         finally:
             for parameter, flag in zip(parameters, requires):
                 parameter.requires_grad_(flag)
             network.train(was_training)
         probabilities = torch.softmax(logits.float(), dim=1)[:, self.class_index].cpu().numpy()
         for index, image in enumerate(self._images):
-            rgb = overlay_rgb(_display(image), maps[index, 0].detach().cpu().numpy())
+            rgb = overlay_rgb(_display(image), scale_to_unit(maps[index][0].cpu().numpy()))
             label = self._labels[index]
             tag = f"{self.tag}/{index}_label{'?' if label is None else label}"
             self._writer.add_image(tag, rgb, engine.state.epoch, dataformats="HWC")
