@@ -217,7 +217,11 @@ def train_fold(recipe: Recipe, frame: pd.DataFrame, images: np.ndarray, fold: in
     val_loader = DataLoader(FoldImages(images, frame.iloc[val_idx], recipe.size, False, 0), batch_size=64)
     steps_per_epoch = len(train_idx) // recipe.batch_size
 
-    net = build_network(recipe.network, pretrained=True).to(memory_format=torch.channels_last)
+    ckpt_file = fold_dir / "checkpoint.pt"
+    state = torch.load(ckpt_file, map_location="cpu", weights_only=True) if ckpt_file.is_file() else None
+    if state is not None and json.loads(state["recipe"]) != asdict(recipe):
+        raise RuntimeError(f"{ckpt_file}: written by another recipe; use another --name or delete the folder")
+    net = build_network(recipe.network, pretrained=state is None).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(parameter_groups(net, backbone_lr=recipe.backbone_lr, head_lr=recipe.head_lr,
                                                    weight_decay=recipe.weight_decay))
     total, warmup = recipe.epochs * steps_per_epoch, max(1, int(recipe.warmup_epochs * steps_per_epoch))
@@ -228,12 +232,8 @@ def train_fold(recipe: Recipe, frame: pd.DataFrame, images: np.ndarray, fold: in
     ce = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     box_loss = BoxAttentionLoss(temperature=recipe.box_temperature)
 
-    ckpt_file = fold_dir / "checkpoint.pt"
     epoch, step, history, cpu_before, wall_before = 0, 0, [], 0.0, 0.0
-    if ckpt_file.is_file():
-        state = torch.load(ckpt_file, map_location="cpu", weights_only=True)
-        if json.loads(state["recipe"]) != asdict(recipe):
-            raise RuntimeError(f"{ckpt_file}: written by another recipe; use another --name or delete the folder")
+    if state is not None:
         net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -269,13 +269,13 @@ def train_fold(recipe: Recipe, frame: pd.DataFrame, images: np.ndarray, fold: in
             if recipe.box_loss_weight > 0:
                 extra = box_loss(class_activation_map(tap.features, net._fc), masks)
                 loss = loss + recipe.box_loss_weight * extra
-                box_losses.append(float(extra))
+                box_losses.append(float(extra.detach()))
             loss.backward()
             optimizer.step()
             schedule.step()
             if ema is not None:
                 ema.update_parameters(net)
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             step, seen = step + 1, seen + len(targets)
             if step % 10 == 0:
                 logger.info("fold %d epoch %d step %d/%d loss %.4f %.2f img/s", fold, epoch + 1, step,
@@ -309,7 +309,7 @@ def train_fold(recipe: Recipe, frame: pd.DataFrame, images: np.ndarray, fold: in
     return oof
 
 
-def publish(name: str, fold: int, fold_dir: Path, results_root: Path = RESULTS_ROOT) -> Path:
+def publish(name: str, fold: int, fold_dir: Path, results_root: Path = RESULTS_ROOT, bootstrap: int = 1000) -> Path:
     """Copy a finished fold's OOF CSV and JSON into the committed results folder, with its fold metrics."""
     from benchmarks.metrics import binary_report
 
@@ -318,7 +318,8 @@ def publish(name: str, fold: int, fold_dir: Path, results_root: Path = RESULTS_R
     shutil.copyfile(fold_dir / "oof.csv", target / f"fold{fold}_oof.csv")
     meta = json.loads((fold_dir / "fold.json").read_text())
     oof = pd.read_csv(fold_dir / "oof.csv")
-    meta["fold_metrics"] = binary_report(oof["label"], oof["probability"], groups=oof["group"].to_numpy())
+    meta["fold_metrics"] = binary_report(oof["label"], oof["probability"], groups=oof["group"].to_numpy(),
+                                        bootstrap=bootstrap)
     meta["fold_metrics"]["threshold_note"] = "Youden's J on this fold (optimistic); use benchmarks.fracatlas_oof"
     (target / f"fold{fold}.json").write_text(json.dumps(meta, indent=2) + "\n")
     return target
