@@ -56,11 +56,14 @@ def test_box_mask_lines_up_with_the_preprocessed_image(shape):
 def test_cam_is_what_the_head_decides_on():
     """Mean of the CAM (fracture minus normal) plus the bias difference equals the logit difference."""
     torch.manual_seed(0)
-    net = build_network("efficientnet-lite0", pretrained=False).eval()
+    # train mode (batch statistics): an untrained network in eval mode shrinks activations to ~0
+    net = build_network("efficientnet-lite0", pretrained=False, dropout=0.0).train()
     torch.nn.init.normal_(net._fc.weight, std=0.1)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad(), FeatureMapTap(net) as tap:
         logits = net(x)
+    assert tap.features.abs().mean() > 0.01
+    assert (logits[:, 0] - net._fc.bias[0]).abs().min() > 1e-3  # the normal class matters
     cam = class_activation_map(tap.features, net._fc)
     assert cam.shape == (2, 2, 2)
     expected = logits[:, 1] - logits[:, 0]
