@@ -133,7 +133,12 @@ def usable_frame(frame: pd.DataFrame, data_dir: Path) -> pd.DataFrame:
     return usable
 
 
+FULL_FIT = -1  # "fold" that trains on every usable image and holds nothing out (the model to ship)
+
+
 def fold_indices(frame: pd.DataFrame, folds: int, seed: int, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    if fold == FULL_FIT:
+        return np.arange(len(frame)), np.zeros(0, dtype=int)
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     train, val = list(splitter.split(frame, frame["label"], groups=frame["group"]))[fold]
     if set(frame["group"].iloc[train]) & set(frame["group"].iloc[val]):
@@ -214,7 +219,8 @@ def train_fold(recipe: Recipe, frame: pd.DataFrame, images: np.ndarray, fold: in
     torch.manual_seed(recipe.seed + fold)
     train_idx, val_idx = fold_indices(frame, recipe.folds, recipe.seed, fold)
     train_ds = FoldImages(images, frame.iloc[train_idx], recipe.size, True, recipe.seed + fold)
-    val_loader = DataLoader(FoldImages(images, frame.iloc[val_idx], recipe.size, False, 0), batch_size=64)
+    val_loader = (DataLoader(FoldImages(images, frame.iloc[val_idx], recipe.size, False, 0), batch_size=64)
+                  if len(val_idx) else None)
     steps_per_epoch = len(train_idx) // recipe.batch_size
 
     ckpt_file = fold_dir / "checkpoint.pt"
@@ -254,7 +260,7 @@ def train_fold(recipe: Recipe, frame: pd.DataFrame, images: np.ndarray, fold: in
     while epoch < recipe.epochs:
         # the batch order of an epoch depends only on (seed, fold, epoch): a resumed epoch continues it
         order = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(
-            recipe.seed * 1000 + fold * 100 + epoch))[: steps_per_epoch * recipe.batch_size]
+            recipe.seed * 1000 + (fold if fold >= 0 else 99) * 100 + epoch))[: steps_per_epoch * recipe.batch_size]
         sampler = order[step * recipe.batch_size:].tolist()
         loader = DataLoader(train_ds, batch_size=recipe.batch_size, sampler=sampler, num_workers=workers,
                             drop_last=True)
@@ -282,20 +288,21 @@ def train_fold(recipe: Recipe, frame: pd.DataFrame, images: np.ndarray, fold: in
                             steps_per_epoch, np.mean(losses[-10:]), seen / (time.perf_counter() - t0))
             if checkpoint_steps and step % checkpoint_steps == 0 and step < steps_per_epoch:
                 checkpoint(epoch, step)
-        p_plain, p_tta = predict(ema.module if ema is not None else net, val_loader)
-        val_labels = frame["label"].to_numpy()[val_idx]
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None,
                         "box_loss": float(np.mean(box_losses)) if box_losses else None,
-                        "img_per_s": round(seen / (time.perf_counter() - t0), 2) if seen else None,
-                        "val_auc": float(roc_auc_score(val_labels, p_plain)),
-                        "val_auc_tta": float(roc_auc_score(val_labels, p_tta))})
+                        "img_per_s": round(seen / (time.perf_counter() - t0), 2) if seen else None})
+        if val_loader is not None:
+            p_plain, p_tta = predict(ema.module if ema is not None else net, val_loader)
+            val_labels = frame["label"].to_numpy()[val_idx]
+            history[-1].update({"val_auc": float(roc_auc_score(val_labels, p_plain)),
+                                "val_auc_tta": float(roc_auc_score(val_labels, p_tta))})
         logger.info("fold %d %s", fold, history[-1])
         epoch, step = epoch + 1, 0
         checkpoint(epoch, 0)
 
     final = ema.module if ema is not None else net
     torch.save(final.state_dict(), fold_dir / "model.pt")
-    p_plain, p_tta = predict(final, val_loader)
+    p_plain, p_tta = predict(final, val_loader) if val_loader is not None else (np.zeros(0), np.zeros(0))
     oof = frame.iloc[val_idx][["path", "label", "group", "region", "hardware"]].copy()
     oof["fold"], oof["probability"], oof["probability_tta"] = fold, p_plain, p_tta
     state = torch.load(ckpt_file, map_location="cpu", weights_only=True)
@@ -305,7 +312,8 @@ def train_fold(recipe: Recipe, frame: pd.DataFrame, images: np.ndarray, fold: in
             "history": history, "cpu_s": round(float(state["cpu_s"]), 1), "wall_s": round(float(state["wall_s"]), 1),
             "torch_threads": torch.get_num_threads()}
     (fold_dir / "fold.json").write_text(json.dumps(meta, indent=2) + "\n")
-    oof.to_csv(fold_dir / "oof.csv", index=False)
+    if len(oof):
+        oof.to_csv(fold_dir / "oof.csv", index=False)
     return oof
 
 
@@ -331,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/fracatlas"))
     parser.add_argument("--cache-dir", type=Path, default=Path("benchmarks/out/cache"))
     parser.add_argument("--folds-to-run", default="0,1,2,3,4", help="comma-separated fold numbers, in order")
+    parser.add_argument("--full-fit", action="store_true",
+                        help="after the folds, train on every usable image (benchmarks/out/cv/NAME/full/model.pt)")
     parser.add_argument("--checkpoint-steps", type=int, default=20, help="also checkpoint every N steps (0: epochs only)")
     parser.add_argument("--workers", type=int, default=1, help="DataLoader worker processes (augmentation)")
     parser.add_argument("--threads", type=int, default=2)
@@ -354,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
             train_fold(recipe, usable, images, fold, fold_dir, args.checkpoint_steps, args.workers)
         target = publish(args.name, fold, fold_dir)
         logger.info("fold %d finished: %s", fold, target)
+    full_dir = OUT_ROOT / args.name / "full"
+    if args.full_fit and not (full_dir / "fold.json").is_file():
+        train_fold(recipe, usable, images, FULL_FIT, full_dir, args.checkpoint_steps, args.workers)
+        logger.info("full fit finished: %s", full_dir / "model.pt")
     return 0
 
 

@@ -103,6 +103,17 @@ def test_killed_fold_resumes_mid_epoch_and_publishes(tiny_fracatlas, tmp_path, m
     assert load_oof(published)["path"].tolist() == oof["path"].tolist()
 
 
+def test_full_fit_trains_on_every_image_and_holds_nothing_out(tiny_fracatlas, tmp_path):
+    frame, images = cv.load_cache(tiny_fracatlas, 32, tmp_path / "cache", workers=1)
+    usable = cv.usable_frame(frame, tiny_fracatlas)
+    recipe = cv.Recipe(size=32, epochs=1, batch_size=8)
+    out = cv.train_fold(recipe, usable, images, cv.FULL_FIT, tmp_path / "full", checkpoint_steps=0, workers=0)
+    meta = json.loads((tmp_path / "full" / "fold.json").read_text())
+    assert len(out) == 0 and not (tmp_path / "full" / "oof.csv").exists()
+    assert meta["train_images"] == len(usable) and meta["val_images"] == 0
+    assert (tmp_path / "full" / "model.pt").is_file() and "val_auc" not in meta["history"][0]
+
+
 def test_oof_report_thresholds_come_from_other_folds():
     rng = np.random.default_rng(1)
     n = 300
