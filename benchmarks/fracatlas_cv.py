@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 from monai.data import MetaTensor
+from monai.data.utils import worker_init_fn
 from monai.transforms import Compose, RandAffined, RandFlipd
 from monai.utils import convert_to_tensor
 from sklearn.metrics import roc_auc_score
@@ -206,6 +207,16 @@ def predict(net: nn.Module, loader: DataLoader) -> tuple[np.ndarray, np.ndarray]
     return p, (p + torch.cat(flipped).numpy()) / 2
 
 
+def epoch_loader(dataset: Dataset, sampler: list[int], batch_size: int, workers: int) -> DataLoader:
+    """One epoch's loader; MONAI's ``worker_init_fn`` reseeds the augmentation in each new worker.
+
+    Without it every epoch's freshly forked worker starts from the same transform random state and
+    repeats the previous epoch's augmentation draws.
+    """
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True,
+                      worker_init_fn=worker_init_fn if workers else None)
+
+
 def _save(state: dict, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -262,8 +273,7 @@ def train_fold(recipe: Recipe, frame: pd.DataFrame, images: np.ndarray, fold: in
         order = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(
             recipe.seed * 1000 + (fold if fold >= 0 else 99) * 100 + epoch))[: steps_per_epoch * recipe.batch_size]
         sampler = order[step * recipe.batch_size:].tolist()
-        loader = DataLoader(train_ds, batch_size=recipe.batch_size, sampler=sampler, num_workers=workers,
-                            drop_last=True)
+        loader = epoch_loader(train_ds, sampler, recipe.batch_size, workers)
         net.train()
         losses, box_losses, t0, seen = [], [], time.perf_counter(), 0
         for images_batch, targets, masks in loader:

@@ -57,6 +57,13 @@ def test_cache_and_box_files(tiny_fracatlas, tmp_path):
     assert int(ds[19][2].sum()) == 0  # no box for a not-fractured image
 
 
+def test_each_epoch_draws_new_augmentations(tiny_fracatlas, tmp_path):
+    frame, images = cv.load_cache(tiny_fracatlas, 32, tmp_path, workers=1)
+    ds = cv.FoldImages(images, cv.usable_frame(frame, tiny_fracatlas), 32, augment=True, seed=0)
+    first, second = (next(iter(cv.epoch_loader(ds, list(range(8)), 8, workers=1)))[0] for _ in range(2))
+    assert not torch.equal(first, second)  # same images, same order: only the augmentation differs
+
+
 class Interrupted(Exception):
     pass
 
