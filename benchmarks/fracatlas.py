@@ -1,5 +1,8 @@
 """Fine-tune an ImageNet EfficientNet on FracAtlas with a leakage-free split and report honest metrics.
 
+One fold only (the run behind the shipped model). Recipes are now judged on all five folds'
+out-of-fold predictions: ``benchmarks.fracatlas_cv`` (resumable) and ``benchmarks.fracatlas_oof``.
+
 Run in the background (it takes tens of minutes on 2 CPU cores):
 
     .venv/bin/python -m benchmarks.fracatlas --data ../shared/data/fracatlas \

@@ -35,7 +35,13 @@ def binary_report(labels: np.ndarray, probs: np.ndarray, threshold: float | None
     if both and bootstrap:
         out["roc_auc_ci95"] = bootstrap_roc_auc_ci(probs, labels, n_resamples=bootstrap, groups=groups)
     if both:
-        fpr, tpr, _ = roc_curve(labels, probs)
-        ok = (1 - fpr) >= 0.80
-        out["sensitivity_at_specificity_0.80"] = float(tpr[ok].max()) if ok.any() else None
+        for specificity in (0.80, 0.90):
+            out[f"sensitivity_at_specificity_{specificity:.2f}"] = sensitivity_at_specificity(labels, probs, specificity)
     return out
+
+
+def sensitivity_at_specificity(labels: np.ndarray, probs: np.ndarray, specificity: float) -> float | None:
+    """The best sensitivity among ROC operating points whose specificity is at least ``specificity``."""
+    fpr, tpr, _ = roc_curve(labels, probs)
+    ok = (1 - fpr) >= specificity
+    return float(tpr[ok].max()) if ok.any() else None

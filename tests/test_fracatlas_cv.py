@@ -1,0 +1,141 @@
+"""The cross-validation harness on a tiny FracAtlas-shaped folder: cache, interruption and resume, OOF report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from benchmarks import fracatlas_cv as cv
+from benchmarks.fracatlas_oof import load_oof, oof_report
+from monai_fracture.training.metrics import choose_threshold, roc_auc
+
+
+@pytest.fixture(scope="module")
+def tiny_fracatlas(tmp_path_factory):
+    """20 greyscale JPEGs (8 fractured, with a box over a bright bar), 2 of them a near-duplicate pair, one truncated."""
+    root = tmp_path_factory.mktemp("fracatlas")
+    (root / "annotations" / "yolo").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(21):
+        label = int(i < 8)
+        height, width = (80, 60) if i % 2 else (60, 80)
+        pixels = rng.integers(40, 90, size=(height, width)).astype(np.uint8)
+        name = f"IMG{i:07d}"
+        if label:
+            pixels[20:40, 10:30] = 250
+            (root / "annotations" / "yolo" / f"{name}.txt").write_text(
+                f"0 {20 / width} {30 / height} {20 / width} {20 / height}\n")
+        folder = root / "images" / ("fractured" if label else "not_fractured")
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.jpg"
+        Image.fromarray(pixels).save(path, quality=95)
+        if i == 20:  # a truncated file the reader refuses
+            path.write_bytes(path.read_bytes()[:200])
+        rows.append({"path": str(path.relative_to(root)), "label": label, "region": "hand" if i % 3 else "leg",
+                     "hardware": int(i == 1), "group": 1 if i == 2 else i, "width": width, "height": height})
+    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+    return root
+
+
+def test_cache_and_box_files(tiny_fracatlas, tmp_path):
+    frame, images = cv.load_cache(tiny_fracatlas, 32, tmp_path, workers=1)
+    assert images.shape == (21, 32, 32) and images.dtype == np.uint8
+    usable = cv.usable_frame(frame, tiny_fracatlas)
+    assert len(usable) == 20 and "IMG0000020" not in "".join(usable["path"])
+    assert frame.loc[frame["cache_row"] < 0, "reject_reason"].str.len().gt(0).all()
+    ds = cv.FoldImages(images, usable, 32, augment=False, seed=0)
+    image, label, mask = ds[0]
+    assert image.shape == (3, 32, 32) and label == 1 and 0 < int(mask.sum()) < 32 * 32
+    bright = torch.as_tensor(np.array(images[usable["cache_row"][0]])) > 200
+    assert bool(mask.bool()[bright].all())  # the box covers the bright bar in the cached image
+    assert int(ds[19][2].sum()) == 0  # no box for a not-fractured image
+
+
+def test_each_epoch_draws_new_augmentations(tiny_fracatlas, tmp_path):
+    frame, images = cv.load_cache(tiny_fracatlas, 32, tmp_path, workers=1)
+    ds = cv.FoldImages(images, cv.usable_frame(frame, tiny_fracatlas), 32, augment=True, seed=0)
+    first, second = (next(iter(cv.epoch_loader(ds, list(range(8)), 8, workers=1)))[0] for _ in range(2))
+    assert not torch.equal(first, second)  # same images, same order: only the augmentation differs
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_killed_fold_resumes_mid_epoch_and_publishes(tiny_fracatlas, tmp_path, monkeypatch, caplog):
+    frame, images = cv.load_cache(tiny_fracatlas, 32, tmp_path / "cache", workers=1)
+    usable = cv.usable_frame(frame, tiny_fracatlas)
+    recipe = cv.Recipe(size=32, epochs=2, batch_size=8, box_loss_weight=0.5, ema_decay=0.9)
+    fold_dir = tmp_path / "run" / "fold0"
+    steps_per_epoch = len(cv.fold_indices(usable, recipe.folds, recipe.seed, 0)[0]) // recipe.batch_size
+
+    original_step = torch.optim.AdamW.step
+    calls = {"n": 0}
+
+    def dying_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == steps_per_epoch + 2:  # in the second step of the second epoch
+            raise Interrupted
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", dying_step)
+    with pytest.raises(Interrupted):
+        cv.train_fold(recipe, usable, images, 0, fold_dir, checkpoint_steps=1, workers=0)
+    monkeypatch.setattr(torch.optim.AdamW, "step", original_step)
+    state = torch.load(fold_dir / "checkpoint.pt", weights_only=True)
+    assert (int(state["epoch"]), int(state["step"])) == (1, 1)
+
+    with caplog.at_level("INFO", logger="benchmarks.fracatlas_cv"):
+        oof = cv.train_fold(recipe, usable, images, 0, fold_dir, checkpoint_steps=1, workers=0)
+    assert "resuming at epoch 2 step 1" in caplog.text
+    state = torch.load(fold_dir / "checkpoint.pt", weights_only=True)
+    # every optimisation step ran exactly once across the two sittings
+    assert state["schedule"]["last_epoch"] == recipe.epochs * steps_per_epoch
+    assert [h["epoch"] for h in json.loads(state["history"])] == [1, 2]
+    assert oof["probability"].between(0, 1).all() and len(oof) == len(usable) - len(
+        cv.fold_indices(usable, recipe.folds, recipe.seed, 0)[0])
+
+    with pytest.raises(RuntimeError, match="another recipe"):
+        cv.train_fold(cv.Recipe(size=32, epochs=3, batch_size=8), usable, images, 0, fold_dir, 1, 0)
+
+    published = cv.publish("tiny", 0, fold_dir, results_root=tmp_path / "results", bootstrap=20)
+    meta = json.loads((published / "fold0.json").read_text())
+    assert meta["fold"] == 0 and meta["cpu_s"] > 0 and meta["train_with_boxes"] > 0
+    assert load_oof(published)["path"].tolist() == oof["path"].tolist()
+
+
+def test_full_fit_trains_on_every_image_and_holds_nothing_out(tiny_fracatlas, tmp_path):
+    frame, images = cv.load_cache(tiny_fracatlas, 32, tmp_path / "cache", workers=1)
+    usable = cv.usable_frame(frame, tiny_fracatlas)
+    recipe = cv.Recipe(size=32, epochs=1, batch_size=8)
+    out = cv.train_fold(recipe, usable, images, cv.FULL_FIT, tmp_path / "full", checkpoint_steps=0, workers=0)
+    meta = json.loads((tmp_path / "full" / "fold.json").read_text())
+    assert len(out) == 0 and not (tmp_path / "full" / "oof.csv").exists()
+    assert meta["train_images"] == len(usable) and meta["val_images"] == 0
+    assert (tmp_path / "full" / "model.pt").is_file() and "val_auc" not in meta["history"][0]
+
+
+def test_oof_report_thresholds_come_from_other_folds():
+    rng = np.random.default_rng(1)
+    n = 300
+    labels = (rng.random(n) < 0.3).astype(int)
+    probs = np.clip(labels * 0.3 + rng.random(n) * 0.7, 0, 1)
+    oof = pd.DataFrame({"path": [f"p{i}" for i in range(n)], "label": labels, "group": np.arange(n) // 2,
+                        "region": np.where(np.arange(n) % 2, "hand", "leg"), "hardware": (np.arange(n) % 10 == 0),
+                        "fold": np.arange(n) % 3, "probability": probs})
+    report = oof_report(oof, folds=3, bootstrap=50)
+    assert report["complete"] and report["folds_present"] == [0, 1, 2]
+    assert report["pooled"]["roc_auc"] == pytest.approx(roc_auc(probs, labels))
+    others = oof[oof["fold"] != 1]
+    expected = choose_threshold(others["probability"], others["label"]).threshold
+    assert report["per_fold"][1]["threshold_from_other_folds"] == pytest.approx(expected)
+    assert report["without_hardware"]["n"] == int((oof["hardware"] == 0).sum())
+    assert set(report["by_region"]) == {"hand", "leg"}
+    assert 0 <= report["pooled"]["sensitivity_at_specificity_0.90"] <= report["pooled"]["sensitivity_at_specificity_0.80"]
+    assert not oof_report(oof[oof["fold"] < 2], folds=3, bootstrap=0)["complete"]
