@@ -17,7 +17,7 @@ import pytest
 from monai_fracture.reports import Heatmap, ImageResult, write_study_outputs
 from monai_fracture.scoring.saliency import hot_region
 from orthanc import _unshare_prefix, namespace_unavailable_reason
-from test_score_support import dciodvfy_errors, have_dciodvfy, image_files, make_demo_folder
+from test_score_support import dciodvfy_errors, image_files, make_demo_folder
 
 pytestmark = [pytest.mark.network]
 
@@ -104,7 +104,6 @@ def test_orthanc_keeps_the_first_instance_of_a_reused_uid(landed):
     assert log["overwrite_kept_description"] != "ALTERED CONTENT, SAME UID"  # ... but not stored
 
 
-@pytest.mark.skipif(not have_dciodvfy(), reason="dciodvfy not installed (apt-get install dicom3tools)")
 def test_every_object_is_dciodvfy_clean(landed):
     for path in landed["first"] + landed["second"]:
         assert dciodvfy_errors(path) == [], path.name

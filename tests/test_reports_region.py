@@ -15,7 +15,7 @@ import pytest
 
 from monai_fracture.reports import ImageResult, parse_outputs, write_study_outputs
 from monai_fracture.scoring.saliency import hot_region
-from test_score_support import dciodvfy_errors, have_dciodvfy, image_files, make_demo_folder
+from test_score_support import dciodvfy_errors, image_files, make_demo_folder
 
 MODEL = types.SimpleNamespace(name="test-fracture", version="0.0.1")
 OTHER_MODEL = types.SimpleNamespace(name="test-fracture", version="0.0.2")
@@ -117,12 +117,10 @@ def test_sr_region_text_and_gsps(study, tmp_path):
     shape = "INVERSE" if positive.PhotometricInterpretation == "MONOCHROME1" else "IDENTITY"
     assert pr.PresentationLUTShape == shape
     assert "SoftcopyVOILUTSequence" in pr, "the viewer needs a window: copied or derived from the pixels"
-    if have_dciodvfy():
-        for path in paths:
-            assert dciodvfy_errors(path) == [], path.name
+    for path in paths:
+        assert dciodvfy_errors(path) == [], path.name
 
 
-@pytest.mark.skipif(shutil.which("dsr2html") is None, reason="dcmtk dsr2html not installed (apt-get install dcmtk)")
 def test_sr_reads_as_labelled_text_in_dsr2html_default_mode(study, tmp_path):
     paths = write_study_outputs(study, _results(study), MODEL, tmp_path)
     html = subprocess.run(["dsr2html", str(_by_prefix(paths, "SR")[0])], capture_output=True, text=True,
