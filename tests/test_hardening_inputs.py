@@ -265,3 +265,31 @@ def test_scoring_run_survives_every_hostile_input_under_a_memory_limit(tiny_mode
     finally:
         (root / "in" / "locked").chmod(0o755) if (root / "in" / "locked").exists() else None
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_rle_frame_longer_than_the_peeked_bytes_still_decodes(tmp_path):
+    """The offset check must use the whole frame: only its first 64 KiB are peeked, and a 16-bit
+    frame of texture compresses to far more than that (the synthetic phantoms were refused once)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, RLELossless, SecondaryCaptureImageStorage, generate_uid
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 4096, size=(512, 512), dtype=np.uint16)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality, ds.PatientID = "DX", "RLE"
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 512, 512, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = pixels.tobytes()
+    ds.compress(RLELossless, generate_instance_uid=False)
+    path = tmp_path / "rle_big_frame.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    assert len(ds.PixelData) > (1 << 16) + 64 * 1024  # the second segment starts beyond the peeked bytes
+    values, _ = read_image(path)
+    assert values.shape == (512, 512)
+    np.testing.assert_array_equal(values, pixels.astype(np.float32))

@@ -112,28 +112,33 @@ def j2k_geometry(data: bytes, path: Any = None) -> StreamGeometry:
     return StreamGeometry(ysiz - yosiz, xsiz - xosiz, csiz, precision, "JPEG 2000")
 
 
-def check_rle_header(data: bytes, expected_segments: int, path: Any = None) -> None:
-    """PS3.5 G.5: the 64-byte header's segment count and offsets must fit the frame."""
+def check_rle_header(data: bytes, expected_segments: int, path: Any = None, frame_length: int | None = None) -> None:
+    """PS3.5 G.5: the 64-byte header's segment count and offsets must fit the frame.
+
+    ``data`` may be only the frame's first bytes; ``frame_length`` is then the whole frame's length.
+    """
+    frame_length = len(data) if frame_length is None else frame_length
     if len(data) < 64:
         raise _fail(path, "RLE frame shorter than its 64-byte header", ReadFailure.TRUNCATED)
     count, *offsets = struct.unpack("<16I", data[:64])
     if count != expected_segments:
         raise _fail(path, f"RLE header has {count} segments, the image needs {expected_segments}", ReadFailure.INVALID_VALUE)
     used = offsets[:count]
-    if used[0] != 64 or any(b <= a for a, b in zip(used, used[1:])) or used[-1] >= len(data):
-        raise _fail(path, f"RLE segment offsets {used} do not fit a {len(data)}-byte frame", ReadFailure.INVALID_VALUE)
+    if used[0] != 64 or any(b <= a for a, b in zip(used, used[1:])) or used[-1] >= frame_length:
+        raise _fail(path, f"RLE segment offsets {used} do not fit a {frame_length}-byte frame", ReadFailure.INVALID_VALUE)
 
 
-def _frame_heads(pixel_data: bytes, frames: int, wanted: int | None) -> Iterator[tuple[int, bytes]]:
-    """(frame index, first bytes of the frame) for the frame(s) to be decoded."""
+def _frame_heads(pixel_data: bytes, frames: int, wanted: int | None) -> Iterator[tuple[int, bytes, int]]:
+    """(frame index, first bytes of the frame, the frame's whole length) for the frame(s) to be decoded."""
     for index, fragments in enumerate(generate_fragmented_frames(pixel_data, number_of_frames=frames)):
         if wanted is None or index == wanted:
             head = bytearray()
+            length = 0
             for fragment in fragments:
-                head += fragment[: PEEK_BYTES - len(head)]
-                if len(head) >= PEEK_BYTES:
-                    break
-            yield index, bytes(head)
+                length += len(fragment)
+                if len(head) < PEEK_BYTES:
+                    head += fragment[: PEEK_BYTES - len(head)]
+            yield index, bytes(head), length
             if wanted is not None:
                 return
 
@@ -156,10 +161,10 @@ def check_encapsulated_frames(pixel_data: bytes, syntax: UID, rows: int, columns
         raise _fail(path, f"encapsulated pixel data: {type(exc).__name__}: {exc}"[:400]) from None
     if not heads:
         raise _fail(path, "encapsulated pixel data holds no frame", ReadFailure.TRUNCATED)
-    for frame, head in heads:
+    for frame, head, length in heads:
         try:
             if uid == str(RLELossless):
-                check_rle_header(head, samples * max(1, bits_allocated // 8), path)
+                check_rle_header(head, samples * max(1, bits_allocated // 8), path, frame_length=length)
                 continue
             geometry = j2k_geometry(head, path) if uid in _J2K else jpeg_geometry(head, path)
         except ImageReadError as err:  # name the transfer syntax, as decoder failures do
