@@ -76,13 +76,13 @@ def read_labels(csv_path: str | os.PathLike, rows: list[Mapping[str, str]]) -> d
 
 def _thumbnail(classifier: Any, path: str, probability: float, label: int | None) -> Thumbnail | None:
     from monai_fracture.io import read_image
-    from monai_fracture.scoring.runner import _display_image  # the same view the DICOM heatmap SC shows
+    from monai_fracture.scoring.localise import display_image  # the same view the DICOM heatmap SC shows
 
     array, meta = read_image(path)
     if array.ndim != 2:
         return None  # volumes: no 2D heatmap
     cam = classifier.heatmap(array, meta)
-    return Thumbnail(path, overlay_rgb(_display_image(array, meta), cam), probability, label)
+    return Thumbnail(path, overlay_rgb(display_image(array, meta), cam), probability, label)
 
 
 def write_run_report(
