@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundles" / "fracture_classification" / "configs"
-TINY = ["--synthetic_n", "32", "--val_fraction", "0.25", "--image_size", "64", "--batch_size", "8",
+TINY = ["--synthetic", "True", "--synthetic_n", "32", "--val_fraction", "0.25", "--image_size", "64", "--batch_size", "8",
         "--warmup_epochs", "1", "--max_epochs", "2", "--check_pixels", "False", "--export_formats", "[]",
         "--tensorboard_images", "3"]
 
