@@ -232,7 +232,7 @@ sys.exit(main(sys.argv[2:]))
 
 def test_scoring_run_survives_every_hostile_input_under_a_memory_limit(tiny_model, tmp_path):
     if shutil.which("setpriv") is None or os.geteuid() != 0:
-        pytest.skip("needs root and setpriv to run as an unprivileged user (so a 000 folder is unreadable)")
+        pytest.skip("needs root and setpriv to drop the permission-override capabilities (so a 000 folder is unreadable)")
     root = Path(tempfile.mkdtemp(prefix="hostile-", dir="/tmp"))
     try:
         root.chmod(0o755)
@@ -245,7 +245,10 @@ def test_scoring_run_survives_every_hostile_input_under_a_memory_limit(tiny_mode
             path.chmod(0o777 if path.is_dir() else 0o644)
         limit = 3 << 30  # torch + the run need ~1 GB of address space; a bomb would need 4 GB or more
         proc = subprocess.run(
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", SCORE_UNDER_LIMIT,
+            # root without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH: file modes apply, yet the checkout (which may sit
+            # in a 0700 folder) stays readable, unlike for another user
+            ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search",
+             sys.executable, "-c", SCORE_UNDER_LIMIT,
              str(limit), "score", str(folder), "--out", str(out), "--model", str(model), "--batch-size", "2"],
             capture_output=True, text=True, timeout=300,
             env={**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(out), "TORCHINDUCTOR_CACHE_DIR": str(out / ".ti")},
