@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from benchmarks.common import BenchContext, Row, Section, measure
-from monai_fracture.model_package import LoadedModel, load_model
-from monai_fracture.scoring.backends import BackendUnavailable, build_backend
+from monai_fracture.model.package import LoadedModel, load_model
+from monai_fracture.model.backends import BackendUnavailable, build_backend
 
 logger = logging.getLogger("benchmarks.inference")
 FRACATLAS = Path("../shared/data/fracatlas")
@@ -51,7 +51,7 @@ def evaluation_set(model: LoadedModel, ctx: BenchContext) -> tuple[torch.Tensor,
         return images, f"FracAtlas validation fold 0 ({len(images)} images, {size} px)"
     from monai_fracture.data import generate_demo_dataset
     from monai_fracture.io import read_image
-    from monai_fracture.scoring import Classifier
+    from monai_fracture.model import Classifier
 
     folder = ctx.data_dir / "inference_eval"
     n = 32 if ctx.quick else 96

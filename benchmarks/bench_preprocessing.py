@@ -132,7 +132,7 @@ def run(ctx: BenchContext, only: list[str] | None = None) -> Section:
     import torch
 
     from monai_fracture.io import read_image
-    from monai_fracture.scoring.classifier import Classifier
+    from monai_fracture.model.classifier import Classifier
 
     files = prepare(ctx)
     _check_same_pixels(files)

@@ -21,8 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from monai_fracture.io import read_image  # noqa: E402
-from monai_fracture.model_package import ModelInfo  # noqa: E402
-from monai_fracture.scoring import Classifier  # noqa: E402
+from monai_fracture.model.package import ModelInfo  # noqa: E402
+from monai_fracture.model import Classifier  # noqa: E402
 from monai_fracture.training.evaluation import write_evaluation  # noqa: E402
 
 

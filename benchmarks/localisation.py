@@ -31,9 +31,9 @@ import torch
 
 from benchmarks.fracatlas import Recipe, split_indices
 from monai_fracture.io import ImageReadError, read_image
-from monai_fracture.model_package import ModelInfo
-from monai_fracture.scoring import Classifier
-from monai_fracture.scoring.saliency import energy_in_boxes, point_in_box
+from monai_fracture.model.package import ModelInfo
+from monai_fracture.model import Classifier
+from monai_fracture.model.gradcam import energy_in_boxes, point_in_box
 
 logger = logging.getLogger("benchmarks.localisation")
 

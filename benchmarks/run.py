@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import_monai_without_deploy()  # as the score CLI does: no holoscan/cupy in the measured process
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for noisy in ("highdicom", "monai_fracture.scoring.runner", "monai_fracture.model_package"):
+    for noisy in ("highdicom", "monai_fracture.scoring.runner", "monai_fracture.model.package"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     ctx = BenchContext(out_dir=OUT_DIR, device=args.device, repeats=2 if args.quick else args.repeats, quick=args.quick)

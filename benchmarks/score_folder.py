@@ -57,15 +57,15 @@ def prepare_data(folder: Path, n: int, size: int, compress: bool) -> list[Path]:
 def benchmark_model(model_dir: Path | None, calibration: list[Path], work: Path) -> Path:
     """The bundle's trained model when present; else an EfficientNet-B0 with BatchNorm calibrated on
     the data (untrained weights would shrink activations and time an unrealistic network)."""
-    from monai_fracture.scoring.classifier import default_model_path
+    from monai_fracture.model.classifier import default_model_path
 
     chosen = model_dir or default_model_path()
     if chosen is not None:
         return Path(chosen)
     from monai_fracture.io import read_image
-    from monai_fracture.model_package import ModelInfo, save_model
+    from monai_fracture.model.package import ModelInfo, save_model
     from monai_fracture.networks import build_network
-    from monai_fracture.scoring.classifier import channel_first
+    from monai_fracture.model.classifier import channel_first
     from monai_fracture.transforms.presets import build_preprocessing
 
     network = {"name": "efficientnet-b0", "spatial_dims": 2, "in_channels": 3, "num_classes": 2}
@@ -129,7 +129,8 @@ def measure_scoring(files: list[Path], data_dir: Path, model_path: Path, *, batc
     """End to end over ``files`` (``repeats`` fresh runs) and its components, all in this process."""
     import statistics
 
-    from monai_fracture.scoring import Classifier, score_paths
+    from monai_fracture.model import Classifier
+    from monai_fracture.scoring import score_paths
 
     sample_files = files[: min(sample, len(files))]
     classifier = Classifier(model_path, device=device, backend=backend)

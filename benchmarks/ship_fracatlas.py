@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from monai_fracture.model_package import ModelInfo, safe_torch_load, save_model
+from monai_fracture.model.package import ModelInfo, safe_torch_load, save_model
 from monai_fracture.networks import build_network
 
 FRACATLAS_CITATION = (

@@ -95,7 +95,7 @@ def make_tiny_model(model_dir: Path, size: int = 64, seed: int = 0, modality: st
     """
     import torch
 
-    from monai_fracture.model_package import ModelInfo, save_model
+    from monai_fracture.model.package import ModelInfo, save_model
     from monai_fracture.networks import build_network
 
     torch.manual_seed(seed)

@@ -15,7 +15,7 @@ import pytest
 from monai.bundle import run
 
 from monai_fracture.bundle_files import bundle_path, shipped_model_dir
-from monai_fracture.model_package import ModelInfo
+from monai_fracture.model.package import ModelInfo
 
 CONFIGS = bundle_path() / "configs"
 

@@ -9,7 +9,7 @@ import pydicom
 import pytest
 import torch
 
-from monai_fracture.model_package import ModelInfo, ModelPackageError
+from monai_fracture.model.package import ModelInfo, ModelPackageError
 from monai_fracture.training.checkpoints import latest_checkpoint, resume_checkpoint
 from monai_fracture.training.setup import (
     class_weights,

@@ -19,7 +19,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score
 
-from monai_fracture.model_package import load_model
+from monai_fracture.model.package import load_model
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from monai.bundle import ConfigParser, ckpt_export, create_workflow, verify_meta
 
 from monai_fracture.bundle_files import bundle_path
 from monai_fracture.bundle_release import LARGE_FILES, build_zoo_bundle, sha256
-from monai_fracture.model_package import load_model
+from monai_fracture.model.package import load_model
 
 SHIPPED = bundle_path() / "models" / "fracatlas"
 

@@ -23,7 +23,7 @@ def test_top_level_help_speaks_to_users() -> None:
 
 
 def test_score_help_names_the_model_used_without_model(monkeypatch) -> None:
-    from monai_fracture.scoring.classifier import default_model_path
+    from monai_fracture.model.classifier import default_model_path
 
     monkeypatch.delenv("MONAI_FRACTURE_MODEL", raising=False)
     text = "".join(_help("score").split())  # argparse wraps long paths

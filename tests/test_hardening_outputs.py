@@ -244,7 +244,7 @@ def test_resumed_sr_equals_the_uninterrupted_one(study, whole_run, tmp_path):
 @pytest.mark.parametrize("change", [{"threshold": float("nan")}, {"threshold": "high"}, {"threshold": 7},
                                     {"network": {"name": "no-such-network", "spatial_dims": 2}}, {"network": "x"}])
 def test_model_info_errors_are_messages_with_exit_2(study, tmp_path, change):
-    from monai_fracture.model_package import ModelPackageError, load_model
+    from monai_fracture.model.package import ModelPackageError, load_model
 
     _, model = study
     broken = tmp_path / "model"
@@ -268,7 +268,7 @@ def test_onnx_runtime_writes_no_telemetry_under_home(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
     home = tmp_path / "home"
     home.mkdir()
-    code = ("import sys, numpy as np\nfrom monai_fracture.model_package import OnnxNetwork\n"
+    code = ("import sys, numpy as np\nfrom monai_fracture.model.package import OnnxNetwork\n"
             "print(OnnxNetwork(sys.argv[1])(np.ones((1, 2), np.float32)).tolist())")
     proc = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, timeout=120,
                           env=_env(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache")), cwd=tmp_path)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from monai_fracture.model_package import (
+from monai_fracture.model.package import (
     MODEL_INFO,
     MODEL_WEIGHTS,
     ModelInfo,

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from monai_fracture.model_package import ModelInfo
+from monai_fracture.model.package import ModelInfo
 from monai_fracture.scoring import score_paths
-from monai_fracture.scoring.classifier import default_model_path
+from monai_fracture.model.classifier import default_model_path
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "bundles" / "fracture_classification" / "models" / "fracatlas"

@@ -13,7 +13,8 @@ import pydicom
 import pytest
 
 from monai_fracture.cli import main as cli_main
-from monai_fracture.scoring import COLUMNS, Classifier, score_paths
+from monai_fracture.model import Classifier
+from monai_fracture.scoring import COLUMNS, score_paths
 from needs import IN_CI, missing
 from test_score_support import (
     PROBABILITY_TOLERANCE,
@@ -180,7 +181,7 @@ def test_usage_errors(setup, tmp_path, monkeypatch):
     assert cli_main(["score", str(folder), "--out", str(tmp_path / "o"), "--model", str(tmp_path / "nope")]) == 2
     monkeypatch.setenv("MONAI_FRACTURE_MODEL", str(tmp_path / "missing"))
     monkeypatch.chdir(tmp_path)
-    import monai_fracture.scoring.classifier as classifier_module
+    import monai_fracture.model.classifier as classifier_module
 
     monkeypatch.setattr(classifier_module, "default_model_path", lambda: None)
     import monai_fracture.scoring.runner as runner_module
@@ -242,7 +243,7 @@ def test_ct_series_scored_as_volumes_or_skipped_without_ct_model(setup, tmp_path
     import torch
 
     from monai_fracture.data import generate_demo_dataset
-    from monai_fracture.model_package import ModelInfo, save_model
+    from monai_fracture.model.package import ModelInfo, save_model
     from monai_fracture.networks import build_network
 
     folder = tmp_path / "ct"

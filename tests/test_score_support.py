@@ -35,9 +35,9 @@ def make_model(model_dir: Path, calibration_files: list[Path], threshold: float 
     import torch
 
     from monai_fracture.io import read_image
-    from monai_fracture.model_package import ModelInfo, save_model
+    from monai_fracture.model.package import ModelInfo, save_model
     from monai_fracture.networks import build_network
-    from monai_fracture.scoring.classifier import channel_first
+    from monai_fracture.model.classifier import channel_first
     from monai_fracture.transforms.presets import build_preprocessing
 
     torch.manual_seed(0)

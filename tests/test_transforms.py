@@ -402,7 +402,7 @@ def _reference_network_input(stored: np.ndarray, photometric: str, window, size:
 ])
 def test_scoring_preprocessing_is_float32_throughout_and_matches_a_float64_reference(tmp_path, modality, photometric, window):
     from monai_fracture.io import read_image
-    from monai_fracture.scoring.classifier import channel_first
+    from monai_fracture.model.classifier import channel_first
 
     path, stored, win = _generated_radiograph(tmp_path, modality, photometric, window)
     array, meta = read_image(path)

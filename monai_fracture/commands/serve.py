@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         logger.error("%s", err)
         return 2
-    from monai_fracture.model_package import ModelPackageError
+    from monai_fracture.model.package import ModelPackageError
 
     try:
         node.serve_forever()

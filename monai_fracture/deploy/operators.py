@@ -1,7 +1,7 @@
 """Our two operators: classify the selected series, and write TID 1500 SR + KOS into the source study.
 
 Both reuse the library, not copies of it: ``FractureClassifierOperator`` reads pixels with
-``monai_fracture.io`` and scores with ``monai_fracture.scoring.Classifier`` (the preprocessing
+``monai_fracture.io`` and scores with ``monai_fracture.model.Classifier`` (the preprocessing
 stored with the model, as in the bundle and ``monai-fracture score``);
 ``FractureReportWriterOperator`` calls ``monai_fracture.reports.write_study_outputs``, so the
 app's SR and KOS are the same objects the batch scorer and the PACS node send.
@@ -29,7 +29,7 @@ class StudyScores:
     study_uid: str
     sources: list[Dataset]
     results: list[Any]  # monai_fracture.reports.ImageResult
-    model_info: Any  # monai_fracture.model_package.ModelInfo
+    model_info: Any  # monai_fracture.model.package.ModelInfo
     skipped: list[str] = field(default_factory=list)  # "<sop or series uid>: reason"
 
 
@@ -39,7 +39,7 @@ def load_classifiers(model_path: str | Path, device: str = "cpu") -> dict[str, A
     A single model serves the family it was trained for (``ModelInfo.modality``); a folder with
     ``xr/`` and ``ct/`` model folders serves both.
     """
-    from monai_fracture.scoring.classifier import Classifier
+    from monai_fracture.model.classifier import Classifier
 
     model_path = Path(model_path)
     parts = {name: model_path / name for name in ("xr", "ct") if (model_path / name).is_dir()}

@@ -118,7 +118,7 @@ class DicomNode:
 
     def _load_scorer(self) -> StudyScorer:
         """Load the model(s) once (as ``Classifier``: network + its preprocessing); every study reuses them."""
-        from monai_fracture.scoring import Classifier
+        from monai_fracture.model import Classifier
 
         if not self.config.model:
             raise ValueError("no model configured (model: a model folder, bundle folder or model file)")

@@ -15,7 +15,7 @@ class EvidenceRegion:
 
     ``peak`` is the heatmap maximum; ``outline`` a closed convex polygon (first point repeated)
     around the connected area at or above ``level`` of the maximum that holds the peak;
-    ``area_fraction`` that area's share of the image. Built by ``scoring.saliency.hot_region``.
+    ``area_fraction`` that area's share of the image. Built by ``model.gradcam.hot_region``.
     """
 
     peak: tuple[float, float]
@@ -92,7 +92,7 @@ class Heatmap:
 
 
 class ModelIdentity(Protocol):
-    """The parts of ``model_package.ModelInfo`` the reports use (duck-typed)."""
+    """The parts of ``model.package.ModelInfo`` the reports use (duck-typed)."""
 
     name: str
     version: str

@@ -1,7 +1,6 @@
 """Batch scoring of folders: walk, header scan and study grouping, streaming DataLoader,
 resumable journal, sharding over ranks, results.csv and manifest.json (docs/scoring.md)."""
 
-from monai_fracture.scoring.classifier import Classifier, default_model_path
 from monai_fracture.scoring.runner import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -16,7 +15,6 @@ from monai_fracture.scoring.table import COLUMNS, ResultRow, read_results_csv
 
 __all__ = [
     "COLUMNS",
-    "Classifier",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
@@ -25,7 +23,6 @@ __all__ = [
     "ResultRow",
     "ScoreSummary",
     "Shard",
-    "default_model_path",
     "merge_shards",
     "parse_shard",
     "read_results_csv",

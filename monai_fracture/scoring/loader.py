@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from monai_fracture.io.content import check_usable_content
 from monai_fracture.io.errors import ImageReadError
 from monai_fracture.scoring.catalog import WorkItem
-from monai_fracture.scoring.classifier import channel_first
+from monai_fracture.model.classifier import channel_first
 
 logger = logging.getLogger(__name__)
 

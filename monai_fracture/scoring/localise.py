@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from monai_fracture.reports import EvidenceRegion, Heatmap
-from monai_fracture.scoring.classifier import Classifier
-from monai_fracture.scoring.saliency import hot_region
+from monai_fracture.model.classifier import Classifier
+from monai_fracture.model.gradcam import hot_region
 
 #: Share of the heatmap maximum that outlines the region drawn in the SR and the GSPS.
 REGION_LEVEL = 0.5

@@ -94,7 +94,7 @@ def write_run_report(
     thumbnails: int = 24,
 ) -> Path:
     """Write ``out_dir/report.html`` for a finished run; ``model`` defaults to the one in manifest.json."""
-    from monai_fracture.scoring.classifier import Classifier
+    from monai_fracture.model.classifier import Classifier
     from monai_fracture.scoring.table import read_results_csv
 
     out_dir = Path(out_dir)

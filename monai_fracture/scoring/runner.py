@@ -41,9 +41,9 @@ from monai_fracture.reports import (
     write_study_outputs_from_files,
 )
 from monai_fracture.reports.files import atomic_write_bytes, check_output_tree, remove_stale_temporaries
-from monai_fracture.scoring.backends import BackendUnavailable, available_backends
+from monai_fracture.model.backends import BackendUnavailable, available_backends
 from monai_fracture.scoring.catalog import Catalog, FileRecord, WorkItem, build_catalog, reason_text, walk_inputs
-from monai_fracture.scoring.classifier import MODEL_HELP, Classifier, default_model_path
+from monai_fracture.model.classifier import MODEL_HELP, Classifier, default_model_path
 from monai_fracture.scoring.journal import Journal, JournalState
 from monai_fracture.scoring.loader import WorkItemDataset, make_loader
 from monai_fracture.scoring.sharding import Shard, merge_shards, parse_shard, shard_from_environment, shard_results
@@ -602,7 +602,7 @@ def score_paths(
     overrides the models' stored thresholds. ``shard`` ``"i/n"`` scores one part (by study);
     under torchrun the rank is used. ``report_workers`` processes build the SR/KOS (default: one
     per four cores, 1 to 4). ``backend`` picks how the network runs (``auto``: the fastest variant
-    within 1e-3 of fp32 with identical decisions, see ``scoring.backends``). ``outputs`` names the DICOM
+    within 1e-3 of fp32 with identical decisions, see ``model.backends``). ``outputs`` names the DICOM
     objects (``sr,kos,pr,sc``; default ``sr,kos,pr``, ``heatmaps=True`` adds ``sc``). KeyboardInterrupt ends the run cleanly with
     ``interrupted=True`` / exit code 130; rerunning with the same ``out_dir`` resumes.
     """

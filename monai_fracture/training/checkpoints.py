@@ -6,7 +6,7 @@ import re
 from os import PathLike
 from pathlib import Path
 
-from monai_fracture.model_package import ModelPackageError, UnsafeCheckpointError, safe_torch_load
+from monai_fracture.model.package import ModelPackageError, UnsafeCheckpointError, safe_torch_load
 
 __all__ = ["ModelPackageError", "UnsafeCheckpointError", "latest_checkpoint", "resume_checkpoint", "safe_torch_load"]
 

@@ -26,7 +26,7 @@ from ignite.engine import Engine, Events
 from monai.handlers import from_engine
 from monai.utils import is_scalar
 
-from monai_fracture.model_package import MODEL_INFO, ModelInfo, save_model
+from monai_fracture.model.package import MODEL_INFO, ModelInfo, save_model
 from monai_fracture.training.evaluation import write_evaluation, write_predictions_csv
 from monai_fracture.training.metrics import as_probability_and_label
 

@@ -177,7 +177,7 @@ def describe_data(datalists: Mapping[str, Sequence[Mapping[str, Any]]], source: 
 
 def network_kwargs(model_dir: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
     """The ``build_network`` kwargs of the model in ``model_dir`` (its model_info.json), else ``defaults``."""
-    from monai_fracture.model_package import MODEL_INFO, ModelInfo
+    from monai_fracture.model.package import MODEL_INFO, ModelInfo
 
     path = Path(model_dir) / MODEL_INFO
     if path.is_file():

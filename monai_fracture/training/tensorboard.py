@@ -22,7 +22,7 @@ from ignite.engine import Engine, Events
 from monai.handlers.tensorboard_handlers import TensorBoardHandler
 
 from monai_fracture.reports.keyimage import overlay_rgb
-from monai_fracture.scoring.saliency import grad_cam, last_convolution, scale_to_unit
+from monai_fracture.model.gradcam import grad_cam, last_convolution, scale_to_unit
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_fracture.model_package import MODEL_ONNX, MODEL_TORCHSCRIPT, LoadedModel, OnnxNetwork, file_digest
+from monai_fracture.model.package import MODEL_ONNX, MODEL_TORCHSCRIPT, LoadedModel, OnnxNetwork, file_digest
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def export_is_current(model: LoadedModel, name: str) -> tuple[bool, str]:
     """Whether ``model.onnx`` / ``model.ts`` was exported from this ``model.pt`` (and why not)."""
     path = export_path(model, name)
     if not path.is_file():
-        return False, f"{path.name} not found beside {model.path.name} (python -m monai_fracture.export {model.path.parent})"
+        return False, f"{path.name} not found beside {model.path.name} (python -m monai_fracture.model.export {model.path.parent})"
     record = (getattr(model.info, "exports", None) or {}).get(name) or {}
     source = record.get("source_sha256")
     if not source:

@@ -1,4 +1,4 @@
-"""Exported models (ONNX via monai_fracture.export, TorchScript via monai.bundle ckpt_export) match model.pt."""
+"""Exported models (ONNX via monai_fracture.model.export, TorchScript via monai.bundle ckpt_export) match model.pt."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from monai_fracture.export import example_input, export_model
-from monai_fracture.model_package import MODEL_ONNX, MODEL_TORCHSCRIPT, ModelInfo, load_model, save_model
+from monai_fracture.model.export import example_input, export_model
+from monai_fracture.model.package import MODEL_ONNX, MODEL_TORCHSCRIPT, ModelInfo, load_model, save_model
 from monai_fracture.networks import build_network
 
 REPO = Path(__file__).resolve().parents[1]

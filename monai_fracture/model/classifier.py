@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 
 def _load(model: Any, device: str | torch.device):
-    from monai_fracture.model_package import LoadedModel, load_model
+    from monai_fracture.model.package import LoadedModel, load_model
 
     if isinstance(model, LoadedModel):
         return model
@@ -68,10 +68,10 @@ def undo_spatial_operations(values: torch.Tensor, operations: Sequence[Mapping[s
 class Classifier:
     """A model ready for inference with the preprocessing stored beside it (``ModelInfo``).
 
-    ``model`` is a ``LoadedModel`` or anything ``model_package.load_model`` accepts (bundle
+    ``model`` is a ``LoadedModel`` or anything ``model.package.load_model`` accepts (bundle
     folder, model folder, ``model.pt`` / ``model.ts`` / ``model.onnx``). ``threshold`` overrides
     the model's own decision threshold. ``backend`` is ``auto`` (the fastest variant that agrees
-    with fp32, see ``scoring.backends``) or one of ``scoring.backends.BACKENDS``.
+    with fp32, see ``model.backends``) or one of ``model.backends.BACKENDS``.
     """
 
     def __init__(
@@ -82,7 +82,7 @@ class Classifier:
         preprocessing: Any = None,
         backend: str = "auto",
     ) -> None:
-        from monai_fracture.scoring.backends import BACKENDS
+        from monai_fracture.model.backends import BACKENDS
 
         if backend != "auto" and backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose from auto, {', '.join(BACKENDS)}")
@@ -94,7 +94,7 @@ class Classifier:
             raise ValueError(f"threshold must lie in [0, 1], got {self.threshold}")
         self.modality = str(self.info.preprocessing.get("modality", getattr(self.info, "modality", "xr")))
         self.preprocessing = preprocessing if preprocessing is not None else self._build_preprocessing()
-        # How the network runs (scoring.backends): picked on the first batch, fp32 checked.
+        # How the network runs (model.backends): picked on the first batch, fp32 checked.
         self.requested_backend = backend
         self.measure_backend = False
         self.expected_images = 0
@@ -137,7 +137,7 @@ class Classifier:
 
     def select_backend(self, batch: torch.Tensor) -> None:
         """Choose (or build the requested) backend, checking it against fp32 on this batch."""
-        from monai_fracture.scoring.backends import choose_backend
+        from monai_fracture.model.backends import choose_backend
 
         self.backend, self.backend_choice = choose_backend(
             self.model, batch, self.threshold, requested=self.requested_backend, device=self.device,
@@ -173,7 +173,7 @@ class Classifier:
 
     def cam_layer(self) -> str:
         """The layer Grad-CAM reads: ``heatmap_layer`` when set, else the network's last convolution."""
-        from monai_fracture.scoring.saliency import last_convolution
+        from monai_fracture.model.gradcam import last_convolution
 
         return self.heatmap_layer or last_convolution(self.model.network)
 
@@ -181,9 +181,9 @@ class Classifier:
         """Grad-CAM of the fracture class for one image, in the source geometry, in [0, 1] (1 = strongest).
 
         The raw map is cut to the image content (the letterbox padding removed), resized back to
-        the source pixels, then scaled; see ``scoring.saliency`` for why nothing is inverted.
+        the source pixels, then scaled; see ``model.gradcam`` for why nothing is inverted.
         """
-        from monai_fracture.scoring.saliency import grad_cam, scale_to_unit
+        from monai_fracture.model.gradcam import grad_cam, scale_to_unit
 
         if not self.supports_heatmaps:
             raise ValueError(f"Grad-CAM needs a PyTorch model, not {self.model.format}")

@@ -10,7 +10,7 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
-from monai_fracture.handlers import UnfreezeBackbone
+from monai_fracture.training.unfreeze import UnfreezeBackbone
 from monai_fracture.networks import (
     NETWORK_NAMES,
     EfficientNetLite,

@@ -18,11 +18,11 @@ import pytest
 import torch
 
 from monai_fracture.data.phantom import ANATOMIES, ANATOMY_WEIGHTS, FRACTURE_TYPES, FRACTURE_WEIGHTS, simulate_radiograph
-from monai_fracture.model_package import ModelInfo, save_model
+from monai_fracture.model.package import ModelInfo, save_model
 from monai_fracture.networks import build_network
-from monai_fracture.scoring import Classifier
-from monai_fracture.scoring.classifier import channel_first
-from monai_fracture.scoring.saliency import hot_region
+from monai_fracture.model import Classifier
+from monai_fracture.model.classifier import channel_first
+from monai_fracture.model.gradcam import hot_region
 from monai_fracture.transforms.presets import build_preprocessing
 
 pytestmark = pytest.mark.slow

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from monai_fracture.export import export_model
-from monai_fracture.model_package import ModelInfo, load_model, save_model
+from monai_fracture.model.export import export_model
+from monai_fracture.model.package import ModelInfo, load_model, save_model
 from monai_fracture.networks import build_network
-from monai_fracture.scoring import backends
-from monai_fracture.scoring.backends import (
+from monai_fracture.model import backends
+from monai_fracture.model.backends import (
     AUTO_CANDIDATES,
     Backend,
     BackendUnavailable,

@@ -5,7 +5,7 @@ memory-efficient swish does not export), with a dynamic batch axis. TorchScript 
 from ``python -m monai.bundle ckpt_export`` (it embeds metadata and configs, see docs/training.md);
 ``export_torchscript`` is the same trace for code that has no bundle config at hand.
 
-Command line: ``python -m monai_fracture.export MODEL_DIR_OR_BUNDLE [--format onnx|torchscript|both]``.
+Command line: ``python -m monai_fracture.model.export MODEL_DIR_OR_BUNDLE [--format onnx|torchscript|both]``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from monai_fracture.model_package import (
+from monai_fracture.model.package import (
     MODEL_INFO,
     MODEL_ONNX,
     MODEL_TORCHSCRIPT,
@@ -110,7 +110,7 @@ def export_model(model_path: str | PathLike, formats: Sequence[str] = ("onnx",),
     With ``check`` the exported file is loaded back and must give the checkpoint's probabilities
     within 1e-4, otherwise ``RuntimeError`` names the file and the difference. Each export is
     recorded in ``model_info.json`` (``exports``: its SHA-256 and that of the ``model.pt`` it came
-    from), which is how scoring knows an export is current (``scoring.backends``).
+    from), which is how scoring knows an export is current (``model.backends``).
     """
     model = load_model(model_path)
     network = _torch_network(model)
@@ -140,23 +140,29 @@ def export_model(model_path: str | PathLike, formats: Sequence[str] = ("onnx",),
     return written
 
 
+def _rank() -> int:
+    """This process's rank under torch.distributed (0 when not distributed); no import of ``training/``."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 def export_after_training(model_dir: str | PathLike, formats: Sequence[str] = ("onnx", "torchscript")) -> dict[str, Path]:
     """The bundle's last training step: export the best model beside ``model.pt`` (rank 0 only).
 
-    Scoring then runs the fastest export that agrees with the checkpoint (``scoring.backends``).
+    Scoring then runs the fastest export that agrees with the checkpoint (``model.backends``).
     Nothing happens when no model was saved or ``formats`` is empty.
     """
-    from monai_fracture.model_package import MODEL_WEIGHTS
-    from monai_fracture.training.setup import rank
+    from monai_fracture.model.package import MODEL_WEIGHTS
 
     model_file = Path(model_dir) / MODEL_WEIGHTS
-    if rank() != 0 or not formats or not model_file.is_file():
+    if _rank() != 0 or not formats or not model_file.is_file():
         return {}
     return export_model(model_file, list(formats))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m monai_fracture.export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m monai_fracture.model.export", description=__doc__.splitlines()[0])
     parser.add_argument("model", help="bundle folder, model folder or model.pt (with model_info.json beside it)")
     parser.add_argument("--format", choices=["onnx", "torchscript", "both"], default="onnx")
     parser.add_argument("--no-check", action="store_true", help="skip the probability parity check")
