@@ -21,7 +21,8 @@ import torch
 
 from benchmarks.common import BenchContext, Row, Section, measure
 from monai_fracture.model.package import LoadedModel, load_model
-from monai_fracture.model.backends import BackendUnavailable, build_backend
+from monai_fracture.model.backend_table import BackendUnavailable
+from monai_fracture.model.backends import build_backend
 
 logger = logging.getLogger("benchmarks.inference")
 FRACATLAS = Path("../shared/data/fracatlas")

@@ -44,7 +44,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 
 from monai_fracture.io import ImageReadError, read_image
-from monai_fracture.networks import build_network, parameter_groups
+from monai_fracture.networks import build_network, head_module, parameter_groups
 from monai_fracture.training.box_guidance import (
     BoxAttentionLoss,
     FeatureMapTap,
@@ -283,7 +283,7 @@ def train_fold(recipe: Recipe, frame: pd.DataFrame, images: np.ndarray, fold: in
                 logits = net(images_batch)
             loss = ce(logits, targets)
             if recipe.box_loss_weight > 0:
-                extra = box_loss(class_activation_map(tap.features, net._fc), masks)
+                extra = box_loss(class_activation_map(tap.features, head_module(net)), masks)
                 loss = loss + recipe.box_loss_weight * extra
                 box_losses.append(float(extra.detach()))
             loss.backward()

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from monai_fracture.networks import build_network, parameter_groups
+from monai_fracture.networks import build_network, head_module, parameter_groups
 from monai_fracture.training.box_guidance import BoxAttentionLoss, FeatureMapTap, class_activation_map
 
 
@@ -41,7 +41,7 @@ def step_cost(network: str, size: int, batch_size: int, steps: int, box_loss_wei
             logits = net(x)
         loss = ce(logits, y)
         if box_loss_weight > 0:
-            loss = loss + box_loss_weight * box(class_activation_map(tap.features, net._fc), masks)
+            loss = loss + box_loss_weight * box(class_activation_map(tap.features, head_module(net)), masks)
         loss.backward()
         optimizer.step()
         if i:

@@ -137,8 +137,8 @@ def measure_scoring(files: list[Path], data_dir: Path, model_path: Path, *, batc
     input_size = int(classifier.info.preprocessing.get("size", 224))
 
     t_pre, tensors = time_preprocessing(classifier, sample_files)
-    classifier.plan_backend(len(files))
-    t_model = time_model(classifier, tensors, batch_size)  # the first call picks the backend, as in a run
+    classifier.prepare(torch.stack(tensors[:batch_size]), expected_images=len(files))  # as a run does
+    t_model = time_model(classifier, tensors, batch_size)
     t_naive = time_naive(classifier, sample_files[: min(16, len(sample_files))], input_size)
 
     rates, rates_no_dicom, manifests = [], [], []

@@ -78,23 +78,22 @@ def test_inference_plan_fails_loudly_on_missing_empty_and_unconfigured_inputs(tm
 
 def test_init_head_gives_small_logits():
     """From MONAI's head init (uniform +-1/sqrt(2), std 0.41) to N(0, std), bias 0, also through ``.module``."""
+    from monai_fracture.networks import build_network, head_module
+
     torch.manual_seed(0)
-    head = torch.nn.Linear(1280, 2)
-    torch.nn.init.uniform_(head.weight, -0.71, 0.71)
-    torch.nn.init.constant_(head.bias, 0.3)
+    net = build_network("efficientnet-lite0", pretrained=False)
+    head = head_module(net)  # the head its network family declares
+    with torch.no_grad():
+        torch.nn.init.uniform_(head.weight, -0.71, 0.71)
+        torch.nn.init.constant_(head.bias, 0.3)
 
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self._fc = head
-
-    init_head(Net(), std=0.01)
+    init_head(net, std=0.01)
     # 2560 normal samples: the sample std is within 1.4% of the true one (1 sigma)
     assert float(head.weight.detach().std()) == pytest.approx(0.01, rel=0.06)
     assert abs(float(head.weight.detach().mean())) < 0.001 and torch.all(head.bias == 0)
     assert float(head.weight.detach().abs().max()) < 0.06  # normal, not the old uniform +-0.71
     wrapped = torch.nn.Module()
-    wrapped.module = Net()  # DataParallel / DistributedDataParallel keep the network here
+    wrapped.module = net  # DataParallel / DistributedDataParallel keep the network here
     init_head(wrapped, std=0.05)
     assert float(head.weight.detach().std()) == pytest.approx(0.05, rel=0.06)
 

@@ -32,3 +32,12 @@ def test_score_help_names_the_model_used_without_model(monkeypatch) -> None:
     shipped = Path(found).relative_to(Path(found).parents[3]).as_posix()  # bundles/fracture_classification/models/...
     assert f"default:$MONAI_FRACTURE_MODEL,elsetheshippedFracAtlasmodel{shipped}" in text, (shipped, text)
     assert "--report" in text and "--labels" in text
+
+
+def test_score_help_lists_every_backend_of_the_table() -> None:
+    from monai_fracture.model.backend_table import BACKEND_TABLE
+
+    text = " ".join(_help("score").split())
+    for spec in BACKEND_TABLE:
+        assert f"{spec.name} ({spec.description}" in text, spec.name
+    assert "fp16 (float16 autocast, CUDA only)" in text

@@ -13,15 +13,10 @@ import torch
 from monai_fracture.model.export import export_model
 from monai_fracture.model.package import ModelInfo, load_model, save_model
 from monai_fracture.networks import build_network
-from monai_fracture.model import backends
-from monai_fracture.model.backends import (
-    AUTO_CANDIDATES,
-    Backend,
-    BackendUnavailable,
-    available_backends,
-    build_backend,
-    choose_backend,
-)
+from monai_fracture.model import backend_cache, backends
+from monai_fracture.model.backend_choice import choose_backend
+from monai_fracture.model.backend_table import AUTO_CANDIDATES, BackendUnavailable
+from monai_fracture.model.backends import Backend, available_backends, build_backend
 
 NETWORK = {"name": "efficientnet-lite0", "spatial_dims": 2, "in_channels": 3, "num_classes": 2, "dropout": 0.2}
 SIZE = 64
@@ -52,7 +47,7 @@ def batch() -> torch.Tensor:
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(backends.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(backend_cache.CACHE_ENV, str(tmp_path / "cache"))
 
 
 def _threshold(model, batch) -> float:
@@ -94,7 +89,7 @@ def test_measured_choice_is_the_fastest_that_agrees_and_is_cached(model_dir, bat
     assert all(t.max_abs_difference <= 1e-3 and t.decisions_identical for t in accepted)
     assert choice.name == min(accepted, key=lambda t: t.seconds_per_image).name
     assert not trials["fp16"].accepted and "CUDA" in trials["fp16"].reason
-    cache = json.loads((backends.cache_dir() / "backends.json").read_text())
+    cache = json.loads((backend_cache.cache_dir() / "backends.json").read_text())
     assert [entry["backend"] for entry in cache.values()] == [choice.name]
 
     again, second = choose_backend(model, batch, threshold)

@@ -15,6 +15,8 @@ import signal
 import sys
 from pathlib import Path
 
+from monai_fracture.model.backend_table import backend_help
+
 HELP = "score folders of DICOM/NIfTI/PNG/JPEG: results.csv, TID 1500 SR, key images, heatmaps"
 
 logger = logging.getLogger(__name__)
@@ -35,9 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
     parser.add_argument(
         "--backend", default="auto", metavar="NAME",
-        help="how the network runs: auto (default) = the fastest of fp32, channels_last, bf16, torchscript, "
-        "onnx whose probabilities stay within 1e-3 of fp32 with identical decisions, measured on the first batch; "
-        "or name one of fp32, channels_last, bf16, fp16 (CUDA), compile, torchscript, onnx",
+        help=backend_help(),
     )
     parser.add_argument("--threshold", type=float, help="decision threshold on P(fracture) (default: the model's)")
     parser.add_argument("--heatmaps", action="store_true", help="write Grad-CAM overlays of positive images as DICOM SC "
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from monai_fracture.model.package import ModelPackageError
     from monai_fracture.reports.files import UnsafeOutputError
     from monai_fracture.scoring.runner import EXIT_DISK_FULL
-    from monai_fracture.model.backends import BackendUnavailable
+    from monai_fracture.model.backend_table import BackendUnavailable
     from monai_fracture.scoring.journal import JournalMismatchError
 
     if args.merge is not None:

@@ -71,7 +71,7 @@ class Classifier:
     ``model`` is a ``LoadedModel`` or anything ``model.package.load_model`` accepts (bundle
     folder, model folder, ``model.pt`` / ``model.ts`` / ``model.onnx``). ``threshold`` overrides
     the model's own decision threshold. ``backend`` is ``auto`` (the fastest variant that agrees
-    with fp32, see ``model.backends``) or one of ``model.backends.BACKENDS``.
+    with fp32, see ``model.backend_choice``) or one of ``model.backend_table.BACKENDS``.
     """
 
     def __init__(
@@ -82,10 +82,8 @@ class Classifier:
         preprocessing: Any = None,
         backend: str = "auto",
     ) -> None:
-        from monai_fracture.model.backends import BACKENDS
+        from monai_fracture.model.backend_table import check_backend
 
-        if backend != "auto" and backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose from auto, {', '.join(BACKENDS)}")
         self.device = torch.device(device)
         self.model = _load(model, self.device)
         self.info = self.model.info
@@ -93,14 +91,14 @@ class Classifier:
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must lie in [0, 1], got {self.threshold}")
         self.modality = str(self.info.preprocessing.get("modality", getattr(self.info, "modality", "xr")))
+        if backend != "auto":
+            check_backend(backend, self.model, self.device)  # fail before any image is read
         self.preprocessing = preprocessing if preprocessing is not None else self._build_preprocessing()
-        # How the network runs (model.backends): picked on the first batch, fp32 checked.
+        # How the network runs (model.backend_choice): chosen by prepare(), fp32 checked.
         self.requested_backend = backend
-        self.measure_backend = False
-        self.expected_images = 0
         self.backend = None
         self.backend_choice = None
-        self.heatmap_layer: str | None = None  # Grad-CAM layer; None = the network's last convolution
+        self.heatmap_layer: str | None = None  # Grad-CAM layer; None = the one its network family declares
 
     @property
     def model_id(self) -> str:
@@ -130,41 +128,70 @@ class Classifier:
         image = data["image"] if isinstance(data, Mapping) else data
         return image
 
-    def plan_backend(self, expected_images: int, min_images_to_measure: int = 1000) -> None:
-        """Let ``auto`` time every backend on the first batch when the run is long enough to repay it."""
-        self.measure_backend = expected_images >= min_images_to_measure
-        self.expected_images = expected_images
+    @property
+    def prepared(self) -> bool:
+        return self.backend is not None
 
-    def select_backend(self, batch: torch.Tensor) -> None:
-        """Choose (or build the requested) backend, checking it against fp32 on this batch."""
-        from monai_fracture.model.backends import choose_backend
+    def prepare(self, batch: torch.Tensor, expected_images: int = 0, min_images_to_measure: int = 1000):
+        """Choose (or build the requested) backend once, checking it against fp32 on ``batch``.
 
+        ``batch`` is a real preprocessed batch at the run's batch size. With ``auto``, a run of at
+        least ``min_images_to_measure`` images times every candidate (and caches the winner, see
+        ``model.backend_choice``); ``expected_images`` of four batches or more also measures the
+        images per network call on a CPU. Called by whoever runs the model, before ``predict``;
+        returns the ``BackendChoice`` (also kept as ``backend_choice``).
+        """
+        from monai_fracture.model.backend_choice import choose_backend
+
+        batch = torch.as_tensor(batch).as_subclass(torch.Tensor) if hasattr(batch, "as_tensor") else batch
         self.backend, self.backend_choice = choose_backend(
             self.model, batch, self.threshold, requested=self.requested_backend, device=self.device,
-            measure=self.measure_backend, threads=torch.get_num_threads(), expected_images=self.expected_images,
+            measure=expected_images >= min_images_to_measure, threads=torch.get_num_threads(),
+            expected_images=expected_images,
         )
         logger.info("%s runs on backend %s (%s), %s image(s) per call", self.model_id, self.backend.name,
                     self.backend_choice.how, self.backend.micro_batch or len(batch))
+        return self.backend_choice
 
     @torch.no_grad()
     def predict(self, batch: torch.Tensor) -> np.ndarray:
-        """P(fracture) for a preprocessed batch (N, C, *spatial)."""
-        batch = torch.as_tensor(batch).as_subclass(torch.Tensor) if hasattr(batch, "as_tensor") else batch
+        """P(fracture) for a preprocessed batch (N, C, *spatial), on the backend ``prepare`` chose."""
         if self.backend is None:
-            self.select_backend(batch)
+            raise RuntimeError(f"{self.model.path}: call Classifier.prepare(batch) before predict()")
+        batch = torch.as_tensor(batch).as_subclass(torch.Tensor) if hasattr(batch, "as_tensor") else batch
         return self.backend.predict_proba(batch)
 
     def score(self, images: Sequence[tuple[np.ndarray, Mapping[str, Any]]], batch_size: int = 16) -> np.ndarray:
-        """P(fracture) for in-memory images, ``batch_size`` at a time."""
+        """P(fracture) for in-memory images, ``batch_size`` at a time (``prepare`` on the first batch if needed)."""
         probabilities: list[np.ndarray] = []
         for start in range(0, len(images), max(1, batch_size)):
             chunk = images[start : start + batch_size]
             batch = torch.stack([self.preprocess(array, meta) for array, meta in chunk])
+            if self.backend is None:
+                self.prepare(batch)
             probabilities.append(self.predict(batch))
         return np.concatenate(probabilities) if probabilities else np.zeros(0, dtype=np.float32)
 
     def decide(self, probabilities: np.ndarray) -> np.ndarray:
         return np.asarray(probabilities) >= self.threshold
+
+    def check_settings(self, device: str | torch.device | None = None, threshold: float | None = None,
+                       backend: str | None = None) -> None:
+        """Raise ``ValueError`` when a setting given beside this ``Classifier`` differs from its own.
+
+        A ``Classifier`` carries its device, threshold and backend; a caller that also passes them
+        (e.g. ``score_paths(model=classifier, threshold=...)``) must agree, rather than be ignored.
+        """
+        conflicts = []
+        if threshold is not None and float(threshold) != self.threshold:
+            conflicts.append(f"threshold {threshold} (the Classifier has {self.threshold})")
+        if device is not None and torch.device(device) != self.device:
+            conflicts.append(f"device {device} (the Classifier has {self.device})")
+        if backend is not None and backend != self.requested_backend:
+            conflicts.append(f"backend {backend} (the Classifier has {self.requested_backend})")
+        if conflicts:
+            raise ValueError(f"{self.model.path}: a Classifier keeps its own settings, but got "
+                             + "; ".join(conflicts) + ": set them when building the Classifier instead")
 
     # -- Grad-CAM -----------------------------------------------------------------------------
     @property
@@ -172,10 +199,10 @@ class Classifier:
         return isinstance(self.model.network, torch.nn.Module) and self.model.format == "pytorch"
 
     def cam_layer(self) -> str:
-        """The layer Grad-CAM reads: ``heatmap_layer`` when set, else the network's last convolution."""
-        from monai_fracture.model.gradcam import last_convolution
+        """The layer Grad-CAM reads: ``heatmap_layer`` when set, else its network family's (``networks.registry``)."""
+        from monai_fracture.networks.registry import gradcam_layer
 
-        return self.heatmap_layer or last_convolution(self.model.network)
+        return self.heatmap_layer or gradcam_layer(self.model.network)
 
     def heatmap(self, array: np.ndarray, meta: Mapping[str, Any], method: str = "gradcam") -> np.ndarray:
         """Grad-CAM of the fracture class for one image, in the source geometry, in [0, 1] (1 = strongest).

@@ -81,7 +81,7 @@ def export_onnx(
     with torch.no_grad(), _quiet_exporter_logs():
         program = torch.onnx.export(
             network, (example,), dynamo=True, input_names=["image"], output_names=["logits"],
-            dynamic_shapes={"inputs": {0: batch}}, verbose=False, **kwargs,
+            dynamic_shapes=({0: batch},), verbose=False, **kwargs,
         )
     program.save(str(path))
     logger.info("wrote ONNX model %s", path)

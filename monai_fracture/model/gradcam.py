@@ -28,17 +28,6 @@ def _identity(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def last_convolution(network: torch.nn.Module) -> str:
-    """Name of the network's last convolution (EfficientNet: ``_conv_head``): the Grad-CAM default."""
-    last = None
-    for name, module in network.named_modules():
-        if isinstance(module, (torch.nn.Conv2d, torch.nn.Conv3d)):
-            last = name
-    if last is None:
-        raise ValueError("the network has no convolution layer for Grad-CAM")
-    return last
-
-
 def grad_cam(
     network: torch.nn.Module, inputs: torch.Tensor, layer: str, class_index: int = 1, method: str = "gradcam"
 ) -> torch.Tensor:
@@ -143,7 +132,6 @@ __all__ = [
     "energy_in_boxes",
     "grad_cam",
     "hot_region",
-    "last_convolution",
     "point_in_box",
     "scale_to_unit",
 ]

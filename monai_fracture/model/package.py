@@ -222,6 +222,11 @@ def save_model(model_dir: str | PathLike, network: torch.nn.Module, info: ModelI
     return model_dir
 
 
+def fracture_probability(logits: torch.Tensor) -> np.ndarray:
+    """P(fracture) = softmax(logits)[:, 1] as float32 numpy: the one place logits become probabilities."""
+    return torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy().astype(np.float32)
+
+
 class OnnxNetwork:
     """An ONNX Runtime session behind the call interface of a torch network (tensor in, logits out)."""
 
@@ -272,8 +277,7 @@ class LoadedModel:
     @torch.no_grad()
     def predict_proba(self, images: torch.Tensor) -> np.ndarray:
         """P(fracture) for a preprocessed batch (N, C, H, W[, D])."""
-        logits = self.network(images.to(self.device) if self.format != "onnx" else images)
-        return torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
+        return fracture_probability(self.network(images.to(self.device) if self.format != "onnx" else images))
 
 
 def _resolve_model_file(path: Path) -> Path:

@@ -1,4 +1,4 @@
-"""EfficientNet-B0..B7 and EfficientNet-Lite0..Lite2 on MONAI's EfficientNet, 2D and 3D.
+"""The EfficientNet families (B0..B7, Lite0..Lite2) on MONAI's EfficientNet, 2D and 3D, registered in ``registry``.
 
 The B variants are MONAI's own ``EfficientNetBN``. The Lite variants (TF's mobile family:
 no squeeze-excitation, ReLU6, stem and head kept at 32 / 1280 channels, first and last
@@ -17,6 +17,8 @@ from os import PathLike
 from monai.networks.nets import EfficientNet, EfficientNetBN
 from monai.networks.nets.efficientnet import BlockArgs, efficientnet_params
 from torch import nn
+
+from monai_fracture.networks.registry import NetworkFamily, register_family
 
 logger = logging.getLogger(__name__)
 
@@ -123,37 +125,9 @@ class EfficientNetLite(EfficientNet):
                 block._swish = nn.ReLU6()
 
 
-def build_network(
-    name: str = "efficientnet-lite0",
-    spatial_dims: int = 2,
-    in_channels: int = 3,
-    num_classes: int = 2,
-    pretrained: bool | str | PathLike | None = False,
-    dropout: float | None = 0.2,
-    progress: bool = False,
-    bn_momentum: float | None = 0.1,
-) -> nn.Module:
-    """An EfficientNet classifier, optionally with ImageNet or local weights.
-
-    Args:
-        name: ``efficientnet-b0`` .. ``efficientnet-b7`` or ``efficientnet-lite0`` .. ``efficientnet-lite2``.
-        spatial_dims: 2 for radiographs, 3 for CT volumes (depth = first spatial axis).
-        in_channels: input channels; with pretrained weights the RGB stem is adapted.
-        num_classes: outputs of the new head (1000 keeps the ImageNet head of pretrained weights).
-        pretrained: ``False``/``None`` random; ``True``/``"imagenet"`` ImageNet weights (Lite from the
-            installed package, B from ``$TORCH_HOME/hub/checkpoints`` or MONAI's download URL);
-            otherwise a path to a ``.pth`` state dict. 2D weights are inflated for ``spatial_dims=3``.
-        dropout: dropout before the head; ``None`` keeps the model's own default.
-        progress: show a download progress bar (B weights only).
-        bn_momentum: BatchNorm running-statistics momentum (PyTorch convention). MONAI keeps the
-            TF value 0.01, so after the few hundred steps of a fine-tune the running statistics
-            still describe ImageNet and eval-mode probabilities drift far from 0.5 (a demo run gave
-            a decision threshold of 0.0003); 0.1 adapts them. ``None`` keeps MONAI's value.
-    """
-    if name not in NETWORK_NAMES:
-        raise ValueError(f"unknown network {name!r}; choose one of {', '.join(NETWORK_NAMES)}")
-    if spatial_dims not in (2, 3):
-        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+def _build(name: str, spatial_dims: int = 2, in_channels: int = 3, num_classes: int = 2,
+           dropout: float | None = 0.2) -> nn.Module:
+    """A randomly initialised EfficientNet-B or -Lite (``registry.build_network`` adds head init and weights)."""
     if name in LITE_PARAMS:
         net: EfficientNet = EfficientNetLite(name, spatial_dims=spatial_dims, in_channels=in_channels,
                                              num_classes=num_classes, dropout_rate=dropout)
@@ -163,26 +137,20 @@ def build_network(
         if dropout is not None:
             net._dropout = nn.Dropout(dropout)
     net.model_name = name  # type: ignore[assignment]
-    if bn_momentum is not None:
-        for module in net.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.momentum = bn_momentum
-    # MONAI initialises the head uniformly in +-1/sqrt(num_classes) (+-0.71 for two classes), which
-    # on ImageNet features gives starting logits in the tens and a loss near 7: start it small.
-    nn.init.normal_(net._fc.weight, std=0.01)
-    nn.init.zeros_(net._fc.bias)
-    if pretrained:
-        from monai_fracture.networks.weights import load_pretrained
-
-        load_pretrained(net, name, pretrained, progress=progress)
     return net
 
 
-def prepare_for_export(net: nn.Module) -> nn.Module:
+def _load_pretrained(net: nn.Module, name: str, pretrained: bool | str | PathLike, progress: bool = False):
+    from monai_fracture.networks.weights import load_pretrained
+
+    return load_pretrained(net, name, pretrained, progress=progress)
+
+
+def _prepare_export(net: nn.Module) -> nn.Module:
     """Switch MONAI's memory-efficient swish (a custom autograd function) to plain swish.
 
     The memory-efficient swish neither scripts nor traces to TorchScript nor exports to ONNX; plain
-    swish computes the same values. Call before ``torch.jit.script`` / ``trace`` / ``torch.onnx.export``.
+    swish computes the same values. (Lite's squeeze-excitation stand-ins are set when it is built.)
     Returns the same network, in eval mode.
     """
     for module in net.modules():
@@ -191,22 +159,30 @@ def prepare_for_export(net: nn.Module) -> nn.Module:
     return net.eval()
 
 
-def default_image_size(name: str) -> int:
+def _image_size(name: str) -> int:
     """The resolution the ImageNet weights of ``name`` were trained at."""
     if name in LITE_PARAMS:
         return LITE_PARAMS[name][2]
-    if name in efficientnet_params:
-        return int(efficientnet_params[name][2])
-    raise ValueError(f"unknown network {name!r}; choose one of {', '.join(NETWORK_NAMES)}")
+    return int(efficientnet_params[name][2])
+
+
+# The head is ``_fc`` (a Linear after global pooling and dropout); Grad-CAM reads ``_conv_head``,
+# the last convolution (1280 channels), the finest map that still sees the whole receptive field.
+_COMMON = {"build": _build, "head": "_fc", "gradcam_layer": "_conv_head", "load_pretrained": _load_pretrained,
+           "prepare_export": _prepare_export, "image_size": _image_size}
+EFFICIENTNET_LITE = register_family(NetworkFamily(
+    name="efficientnet-lite", names=tuple(LITE_PARAMS), owns=lambda net: isinstance(net, EfficientNetLite), **_COMMON))
+EFFICIENTNET = register_family(NetworkFamily(
+    name="efficientnet", names=B_NAMES,
+    owns=lambda net: isinstance(net, EfficientNet) and not isinstance(net, EfficientNetLite), **_COMMON))
 
 
 __all__ = [
     "B_NAMES",
+    "EFFICIENTNET",
+    "EFFICIENTNET_LITE",
     "LITE_PARAMS",
     "NETWORK_NAMES",
     "EfficientNetLite",
-    "build_network",
-    "default_image_size",
     "lite_block_strings",
-    "prepare_for_export",
 ]

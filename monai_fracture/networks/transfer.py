@@ -1,6 +1,6 @@
 """Transfer-learning helpers: head-only warm-up and discriminative learning rates.
 
-The "head" is the classifier our factory replaces (``_fc`` in MONAI's EfficientNet);
+The "head" is the classifier the network's family declares (``networks.registry``);
 everything else is the pretrained backbone.
 """
 
@@ -10,21 +10,22 @@ from collections.abc import Sequence
 
 from torch import nn
 
-HEAD_PREFIXES: tuple[str, ...] = ("_fc.",)
+from monai_fracture.networks import registry
 
 
-def is_head_parameter(name: str, head_prefixes: Sequence[str] = HEAD_PREFIXES) -> bool:
+def is_head_parameter(name: str, head_prefixes: Sequence[str]) -> bool:
     """Whether parameter ``name`` (as in ``named_parameters``) belongs to the classifier head."""
     name = name.removeprefix("module.")
     return any(name.startswith(prefix) for prefix in head_prefixes)
 
 
-def set_backbone_trainable(net: nn.Module, trainable: bool, head_prefixes: Sequence[str] = HEAD_PREFIXES) -> int:
-    """Freeze (``False``) or unfreeze the backbone; the head always stays trainable.
+def set_backbone_trainable(net: nn.Module, trainable: bool, head_prefixes: Sequence[str] | None = None) -> int:
+    """Freeze (``False``) or unfreeze the backbone; the head (the family's, unless given) always stays trainable.
 
     Only ``requires_grad`` changes: BatchNorm running statistics still update in train mode.
     Returns the number of backbone parameter tensors touched.
     """
+    head_prefixes = registry.head_prefixes(net) if head_prefixes is None else head_prefixes
     touched = 0
     for name, parameter in net.named_parameters():
         if is_head_parameter(name, head_prefixes):
@@ -40,7 +41,7 @@ def parameter_groups(
     backbone_lr: float = 1e-4,
     head_lr: float = 1e-3,
     weight_decay: float = 1e-4,
-    head_prefixes: Sequence[str] = HEAD_PREFIXES,
+    head_prefixes: Sequence[str] | None = None,
 ) -> list[dict]:
     """Optimizer parameter groups: backbone and head learning rates, no decay on norms and biases.
 
@@ -48,6 +49,7 @@ def parameter_groups(
     once keeps working after :func:`set_backbone_trainable` unfreezes the backbone. Empty
     groups are left out. Each group carries a ``name`` for logging.
     """
+    head_prefixes = registry.head_prefixes(net) if head_prefixes is None else head_prefixes
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, parameter in net.named_parameters():
         key = (is_head_parameter(name, head_prefixes), parameter.ndim > 1)
@@ -63,4 +65,4 @@ def parameter_groups(
     return result
 
 
-__all__ = ["HEAD_PREFIXES", "is_head_parameter", "parameter_groups", "set_backbone_trainable"]
+__all__ = ["is_head_parameter", "parameter_groups", "set_backbone_trainable"]

@@ -34,7 +34,6 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 _STAGE_INDEX = re.compile(r"(.+)\.\d+(\.\d+\..+)")  # MONAI's loader regex: drop the stage index
-_HEAD_PREFIX = "_fc."
 _STEM_KEY = "_conv_stem.weight"
 _WRAPPER_KEYS = ("state_dict", "model", "network", "net")
 
@@ -147,6 +146,9 @@ def inflate_kernel(weight: torch.Tensor, depth: int) -> torch.Tensor:
 
 def load_state_dict_into(net: nn.Module, state: dict[str, torch.Tensor], source: str) -> WeightsReport:
     """Fit ``state`` into ``net`` (see module docstring) and load it strictly; raise on any mismatch."""
+    from monai_fracture.networks.registry import head_prefixes
+
+    (head_prefix,) = head_prefixes(net)
     available = {flat_key(k): v for k, v in state.items()}
     target = net.state_dict()
     report = WeightsReport(source=source)
@@ -162,7 +164,7 @@ def load_state_dict_into(net: nn.Module, state: dict[str, torch.Tensor], source:
                 missing.append(key)
             continue
         used.add(name)
-        if key.startswith(_HEAD_PREFIX) and value.shape != current.shape:
+        if key.startswith(head_prefix) and value.shape != current.shape:
             continue  # a new head for num_classes keeps its fresh initialisation
         value = value.to(current.dtype)
         if key == _STEM_KEY and value.shape[1] != current.shape[1]:
@@ -187,7 +189,7 @@ def load_state_dict_into(net: nn.Module, state: dict[str, torch.Tensor], source:
             parts.append(f"{len(unused)} unexpected (e.g. {', '.join(unused[:3])})")
         raise PretrainedWeightsError(f"{source}: weights do not fit {type(net).__name__}: " + "; ".join(parts))
     net.load_state_dict(merged, strict=True)
-    report.head_kept = all(k in report.loaded for k in target if k.startswith(_HEAD_PREFIX))
+    report.head_kept = all(k in report.loaded for k in target if k.startswith(head_prefix))
     logger.info("loaded %d tensors from %s (head %s, stem %s, %d inflated to 3D)", len(report.loaded), source,
                 "kept" if report.head_kept else "new", "adapted" if report.adapted_stem else "as is",
                 len(report.inflated))

@@ -41,7 +41,6 @@ from monai_fracture.reports import (
     write_study_outputs_from_files,
 )
 from monai_fracture.reports.files import atomic_write_bytes, check_output_tree, remove_stale_temporaries
-from monai_fracture.model.backends import BackendUnavailable, available_backends
 from monai_fracture.scoring.catalog import Catalog, FileRecord, WorkItem, build_catalog, reason_text, walk_inputs
 from monai_fracture.model.classifier import MODEL_HELP, Classifier, default_model_path
 from monai_fracture.scoring.journal import Journal, JournalState
@@ -445,8 +444,6 @@ class _Run:
                 if not items:
                     continue
                 classifier = self.classifier(family)
-                if classifier.backend is None:
-                    classifier.plan_backend(sum(len(i.paths) for i in items))
                 # fork decode workers while the report pool's manager thread is idle (no lock held)
                 self._collect_reports(block=self.workers > 0)
                 loader = make_loader(WorkItemDataset(items, classifier.preprocessing), self.batch_size, self.workers)
@@ -468,7 +465,10 @@ class _Run:
         probabilities: dict[int, float] = {}
         if good:
             started = time.perf_counter()
-            values = classifier.predict(torch.stack([s["image"] for s in good]))
+            images = torch.stack([s["image"] for s in good])
+            if not classifier.prepared:  # once per model and run, on its first real batch
+                classifier.prepare(images, expected_images=sum(len(i.paths) for i in items))
+            values = classifier.predict(images)
             self.timings["model_s"] += time.perf_counter() - started
             # rounded once, so results.csv, the decision and the SR carry the same number
             probabilities = {s["index"]: round(float(v), PROBABILITY_DECIMALS) for s, v in zip(good, values)}
@@ -584,7 +584,7 @@ def score_paths(
     ct_model: Any = None,
     batch_size: int = 16,
     workers: int = 0,
-    device: str = "cpu",
+    device: str | None = None,
     threshold: float | None = None,
     heatmaps: bool = False,
     write_dicom: bool = True,
@@ -592,7 +592,7 @@ def score_paths(
     progress: bool | None = None,
     command: Sequence[str] | None = None,
     report_workers: int | None = None,
-    backend: str = "auto",
+    backend: str | None = None,
     outputs: str | Sequence[str] | None = None,
 ) -> ScoreSummary:
     """Score every file under ``inputs`` into ``out_dir`` (see docs/scoring.md).
@@ -602,7 +602,9 @@ def score_paths(
     overrides the models' stored thresholds. ``shard`` ``"i/n"`` scores one part (by study);
     under torchrun the rank is used. ``report_workers`` processes build the SR/KOS (default: one
     per four cores, 1 to 4). ``backend`` picks how the network runs (``auto``: the fastest variant
-    within 1e-3 of fp32 with identical decisions, see ``model.backends``). ``outputs`` names the DICOM
+    within 1e-3 of fp32 with identical decisions, see ``model.backend_choice``; default ``auto``; ``device``
+    defaults to ``cpu``). Given a ``Classifier``, ``device``/``threshold``/``backend`` must be left out or
+    equal its own (``ValueError`` otherwise). ``outputs`` names the DICOM
     objects (``sr,kos,pr,sc``; default ``sr,kos,pr``, ``heatmaps=True`` adds ``sc``). KeyboardInterrupt ends the run cleanly with
     ``interrupted=True`` / exit code 130; rerunning with the same ``out_dir`` resumes.
     """
@@ -612,18 +614,16 @@ def score_paths(
     out_dir = Path(os.path.abspath(os.fspath(out_dir)))
     shard = parse_shard(shard) or shard_from_environment()
     xr = model if isinstance(model, Classifier) else Classifier(
-        _resolve_model(model), device=device, threshold=threshold, backend=backend)
+        _resolve_model(model), device=device or "cpu", threshold=threshold, backend=backend or "auto")
     if str(xr.modality) == "ct":
         raise ValueError(f"{xr.model.path} is a CT model: pass it as ct_model (--ct-model)")
     ct = None
     if ct_model is not None:
         ct = ct_model if isinstance(ct_model, Classifier) else Classifier(
-            ct_model, device=device, threshold=threshold, backend=backend)
+            ct_model, device=device or "cpu", threshold=threshold, backend=backend or "auto")
     for classifier in (xr, ct):
-        if classifier is not None and classifier.requested_backend != "auto":
-            reason = available_backends(classifier.model, classifier.device, [classifier.requested_backend])
-            if reason[classifier.requested_backend]:
-                raise BackendUnavailable(f"backend {classifier.requested_backend}: {reason[classifier.requested_backend]}")
+        if classifier is not None:
+            classifier.check_settings(device, threshold, backend)  # applied above, or must agree
     distributed = _init_distributed(shard)
     run = _Run(
         inputs, out_dir, xr, ct,

@@ -80,18 +80,16 @@ def class_weights(
 
 
 def init_head(network: torch.nn.Module, std: float = 0.01) -> torch.nn.Module:
-    """Re-initialise the classifier head (``_fc``) to small weights and zero bias.
+    """Re-initialise the classifier head (the one its network family declares) to small weights and zero bias.
 
     MONAI's EfficientNet initialises a Linear layer uniformly in +-1/sqrt(out_features): for a
     two-class head that is +-0.71, which on 1280 ImageNet features gives logits in the tens and a
     starting loss far above log(2). A small head starts at P = 0.5 and keeps the pretrained
     features intact during the head-only warm-up.
     """
-    head = getattr(getattr(network, "module", network), "_fc", None)
-    if isinstance(head, torch.nn.Linear):
-        torch.nn.init.normal_(head.weight, std=std)
-        torch.nn.init.zeros_(head.bias)
-    return network
+    from monai_fracture.networks.registry import init_head as init_family_head
+
+    return init_family_head(network, std=std)
 
 
 def to_device(network: torch.nn.Module, device: str | torch.device, channels_last: bool = False) -> torch.nn.Module:

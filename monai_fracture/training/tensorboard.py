@@ -22,7 +22,8 @@ from ignite.engine import Engine, Events
 from monai.handlers.tensorboard_handlers import TensorBoardHandler
 
 from monai_fracture.reports.keyimage import overlay_rgb
-from monai_fracture.model.gradcam import grad_cam, last_convolution, scale_to_unit
+from monai_fracture.model.gradcam import grad_cam, scale_to_unit
+from monai_fracture.networks.registry import gradcam_layer
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class GradCAMImageHandler(TensorBoardHandler):
         parameters = list(network.parameters())
         requires = [p.requires_grad for p in parameters]
         device = parameters[0].device
-        layer = self.target_layer or last_convolution(network)
+        layer = self.target_layer or gradcam_layer(network)
         try:
             network.eval()
             for parameter in parameters:  # gradients reach the activations through the input only:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from ignite.engine import Engine, Events
 from torch import nn
 
-from monai_fracture.networks.transfer import HEAD_PREFIXES, set_backbone_trainable
+from monai_fracture.networks.transfer import set_backbone_trainable
 
 logger = logging.getLogger(__name__)
 
@@ -24,12 +24,12 @@ class UnfreezeBackbone:
     """
 
     def __init__(self, warmup_epochs: int = 1, network: nn.Module | None = None,
-                 head_prefixes: Sequence[str] = HEAD_PREFIXES) -> None:
+                 head_prefixes: Sequence[str] | None = None) -> None:
         if warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
         self.warmup_epochs = int(warmup_epochs)
         self.network = network
-        self.head_prefixes = tuple(head_prefixes)
+        self.head_prefixes = None if head_prefixes is None else tuple(head_prefixes)  # None: the family's head
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_STARTED, self)
