@@ -28,7 +28,7 @@ from monai_fracture.data import (
     split_items,
     write_datalist,
 )
-from monai_fracture.data.dicom_writer import save_dataset
+from monai_fracture.data.synthetic.dicom_writer import save_dataset
 
 
 @pytest.fixture(scope="module")

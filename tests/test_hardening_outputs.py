@@ -96,7 +96,7 @@ def study(tmp_path_factory) -> tuple[Path, Path]:
     """A tiny model with an 8-digit threshold, and a study whose names carry PHI and control characters."""
     from orthanc import make_tiny_model
 
-    from monai_fracture.data import generate_demo_dataset
+    from monai_fracture.data.synthetic import generate_demo_dataset
 
     root = tmp_path_factory.mktemp("hardening-run")
     model = make_tiny_model(root / "model", size=64)

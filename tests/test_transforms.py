@@ -358,9 +358,9 @@ def test_preset_lets_our_read_error_through(dicom_corpus):
 
 
 def _generated_radiograph(tmp_path, modality: str, photometric: str, window: str, shape=(384, 320)):
-    from monai_fracture.data.dicom_writer import Hierarchy, radiograph_dataset, save_dataset
-    from monai_fracture.data.phantom import simulate_radiograph
-    from monai_fracture.data.synthetic import _stored_pixels
+    from monai_fracture.data.synthetic.dicom_writer import Hierarchy, radiograph_dataset, save_dataset
+    from monai_fracture.data.synthetic.phantom import simulate_radiograph
+    from monai_fracture.data.synthetic.dataset import _stored_pixels
 
     rng = np.random.default_rng(11)
     phantom = simulate_radiograph(shape, rng, "forearm", "transverse", np.random.default_rng(12))
