@@ -16,7 +16,8 @@ import pydicom
 import pytest
 
 import hostile
-from monai_fracture.reports.files import UnsafeOutputError, atomic_write_bytes, check_output_tree
+from monai_fracture.files import UnsafeOutputError, atomic_write_bytes
+from monai_fracture.reports.files import check_output_tree
 from monai_fracture.scoring.journal import Journal
 from monai_fracture.scoring.table import ResultRow, render_csv
 

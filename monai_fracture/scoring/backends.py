@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from monai_fracture import cache
 from monai_fracture.model_package import MODEL_ONNX, MODEL_TORCHSCRIPT, LoadedModel, OnnxNetwork, file_digest
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ AUTO_CANDIDATES = ("onnx", "channels_last", "torchscript", "bf16", "fp16", "fp32
 # Without a measurement (small runs, nothing cached), the order that measured fastest on CPUs.
 DEFAULT_ORDER = {"cpu": ("onnx", "channels_last", "fp32"), "cuda": ("fp32",)}
 DEFAULT_TOLERANCE = 1e-3
-CACHE_ENV = "MONAI_FRACTURE_CACHE"
+CACHE_ENV = cache.CACHE_ENV
 
 
 class BackendUnavailable(ValueError):
@@ -387,10 +388,7 @@ def _choose(model: LoadedModel, batch: torch.Tensor, threshold: float, requested
 # -- the cache of measured choices ----------------------------------------------------------------
 def cache_dir() -> Path:
     """``$MONAI_FRACTURE_CACHE``, else ``$XDG_CACHE_HOME/monai-fracture``, else ``~/.cache/monai-fracture``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "monai-fracture"
+    return cache.cache_dir()
 
 
 def _machine_signature(device: torch.device) -> str:
@@ -446,7 +444,7 @@ def read_cache() -> dict[str, Any]:
 
 def write_cache(key: str, entry: dict[str, Any]) -> None:
     """Add one measured choice; a cache that cannot be written only costs a re-measurement later."""
-    from monai_fracture.reports.files import atomic_write_bytes
+    from monai_fracture.files import atomic_write_bytes
 
     try:
         data = read_cache()
