@@ -8,15 +8,8 @@ import torch
 from monai.data import MetaTensor
 
 from monai_fracture.transforms import (
-    CT_WINDOWS,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    CTWindow,
-    CTWindowd,
-    ImageNetNormalize,
-    ImageNetNormalized,
-    RadiographIntensity,
-    RadiographIntensityd,
+    CT_WINDOWS, IMAGENET_MEAN, IMAGENET_STD, CTWindow, CTWindowd, ImageNetNormalize, ImageNetNormalized,
+    RadiographIntensity, RadiographIntensityd,
 )
 
 

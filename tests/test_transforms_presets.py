@@ -7,13 +7,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from monai_fracture.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    CTWindowd,
-    build_augmentation,
-    build_preprocessing,
-)
+from monai_fracture.transforms import IMAGENET_MEAN, IMAGENET_STD, CTWindowd, build_augmentation, build_preprocessing
 
 
 def synthetic_radiograph(rows: int = 600, cols: int = 400) -> np.ndarray:

@@ -7,10 +7,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from monai_fracture.transforms import (
-    ResizeWithPadToSquare,
-    ResizeWithPadToSquared,
-)
+from monai_fracture.transforms import ResizeWithPadToSquare, ResizeWithPadToSquared
 
 
 # --- ResizeWithPadToSquare -------------------------------------------------------------------

@@ -21,7 +21,7 @@ from monai_fracture.cache import cache_dir as default_cache_dir
 from monai_fracture.data.leakage import HashCache, check_no_leakage
 from monai_fracture.data.split import SPLIT_KEYS, log_summary, split_items
 from monai_fracture.io.sniff import has_image_suffix
-from monai_fracture.sources.folder import walk_files
+from monai_fracture.sources.folder import is_hidden, walk_files
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def _pick_column(columns: Iterable[str], wanted: str | None, candidates: Sequenc
 
 def _is_image_file(path: Path) -> bool:
     name = path.name.lower()
-    if name.startswith("."):
+    if is_hidden(name):
         return False
     if has_image_suffix(name):
         return True
@@ -186,7 +186,7 @@ def folder_items(
     root = Path(root)
     pos = {p.lower() for p in positive}
     neg = {n.lower() for n in negative} if negative is not None else None
-    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name))
     if not classes:
         raise FileNotFoundError(f"{root}: no class folders found")
     rows = []
