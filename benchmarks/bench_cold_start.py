@@ -92,7 +92,7 @@ raise SystemExit(code)
 
 def prepare_image(root: Path) -> Path:
     """One generated 2048x2048 radiograph (uncompressed), made once."""
-    from monai_fracture.data import generate_demo_dataset
+    from monai_fracture.data.synthetic import generate_demo_dataset
 
     marker = root / f".generated-1-{SIZE}-{SEED}"
     folder = root / "one"

@@ -50,7 +50,7 @@ def evaluation_set(model: LoadedModel, ctx: BenchContext) -> tuple[torch.Tensor,
                                augment=False, seed=0)
         images = torch.stack([dataset[i][0] for i in range(len(dataset))])
         return images, f"FracAtlas validation fold 0 ({len(images)} images, {size} px)"
-    from monai_fracture.data import generate_demo_dataset
+    from monai_fracture.data.synthetic import generate_demo_dataset
     from monai_fracture.io import read_image
     from monai_fracture.model import Classifier
 

@@ -57,7 +57,7 @@ def _images(folder: Path) -> list[Path]:
 
 def prepare_data(root: Path) -> tuple[Path, Path]:
     """``root/all-2000`` (generated once) and ``root/first-200`` (hard links to its first 200 files)."""
-    from monai_fracture.data import generate_demo_dataset
+    from monai_fracture.data.synthetic import generate_demo_dataset
 
     large, small = root / f"all-{N_LARGE}", root / f"first-{N_SMALL}"
     marker = root / f".generated-{N_LARGE}-{SIZE}-{SEED}"

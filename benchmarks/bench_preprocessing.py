@@ -41,10 +41,10 @@ SYNTAXES = {
 def radiograph_dataset(size: int = SIZE, seed: int = SEED, photometric: str = "MONOCHROME2", modality: str = "DX",
                        window: str = "window", bits_stored: int = 12, anatomy: str = "forearm"):
     """A simulated ``size``² radiograph as a pydicom Dataset (uncompressed, no file meta yet)."""
-    from monai_fracture.data.dicom_writer import Hierarchy
-    from monai_fracture.data.dicom_writer import radiograph_dataset as build
-    from monai_fracture.data.phantom import simulate_radiograph
-    from monai_fracture.data.synthetic import _stored_pixels
+    from monai_fracture.data.synthetic.dicom_writer import Hierarchy
+    from monai_fracture.data.synthetic.dicom_writer import radiograph_dataset as build
+    from monai_fracture.data.synthetic.phantom import simulate_radiograph
+    from monai_fracture.data.synthetic.dataset import _stored_pixels
 
     rng = np.random.default_rng(seed)
     phantom = simulate_radiograph((size, size), rng, anatomy, "transverse", np.random.default_rng(seed + 1))

@@ -40,7 +40,7 @@ def _images(folder: Path) -> list[Path]:
 
 def prepare_data(folder: Path, n: int, size: int, compress: bool) -> list[Path]:
     """Generate (or reuse) ``n`` synthetic DX/CR studies of ``size`` x ``size`` pixels."""
-    from monai_fracture.data import generate_demo_dataset
+    from monai_fracture.data.synthetic import generate_demo_dataset
 
     marker = folder / f".benchmark-{n}-{size}-{int(compress)}"
     if not marker.is_file():

@@ -38,7 +38,7 @@ def _fails(error: type[Exception], pattern: str, run_id: str, config: str, root:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    from monai_fracture.data import generate_demo_dataset
+    from monai_fracture.data.synthetic import generate_demo_dataset
 
     folder = tmp_path_factory.mktemp("tiny") / "data"
     generate_demo_dataset(folder, n=8, modality="xr", seed=5)

@@ -30,7 +30,7 @@ def test_class_weights_are_inverse_frequency():
 
 
 def test_inference_plan_scores_images_and_gives_every_other_file_a_reason(tmp_path):
-    from monai_fracture.data import generate_demo_dataset
+    from monai_fracture.data.synthetic import generate_demo_dataset
     from monai_fracture.reports import ImageResult
     from monai_fracture.reports.study import write_study_outputs_from_files
     from monai_fracture.training.inference_inputs import inference_plan

@@ -124,7 +124,7 @@ def test_network_shapes_and_torchscript_export_by_scripting(zoo: Path):
 
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory) -> Path:
-    from monai_fracture.data import generate_demo_dataset
+    from monai_fracture.data.synthetic import generate_demo_dataset
 
     folder = tmp_path_factory.mktemp("tiny") / "data"
     generate_demo_dataset(folder, n=12, modality="xr", seed=3)

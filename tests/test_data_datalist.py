@@ -22,13 +22,13 @@ from monai_fracture.data import (
     dicom_folder_items,
     folder_items,
     fracatlas_items,
-    generate_demo_dataset,
     load_datalist,
     resolve_datalist,
     split_items,
     write_datalist,
 )
-from monai_fracture.data.dicom_writer import save_dataset
+from monai_fracture.data.synthetic import generate_demo_dataset
+from monai_fracture.data.synthetic.dicom_writer import save_dataset
 
 
 @pytest.fixture(scope="module")

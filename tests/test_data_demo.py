@@ -11,7 +11,8 @@ import pandas as pd
 import pydicom
 import pytest
 
-from monai_fracture.data import generate_demo_dataset, load_datalist
+from monai_fracture.data import load_datalist
+from monai_fracture.data.synthetic import generate_demo_dataset
 from monai_fracture.data.synthetic import LABEL_COLUMNS
 from needs import tool
 
@@ -185,7 +186,7 @@ def test_fractures_stay_visible_after_downscaling_to_128_px() -> None:
     import torch
     import torch.nn.functional as F
 
-    from monai_fracture.data.phantom import ANATOMIES, FRACTURE_TYPES, simulate_radiograph
+    from monai_fracture.data.synthetic.phantom import ANATOMIES, FRACTURE_TYPES, simulate_radiograph
 
     contrast: dict[str, list[float]] = {}
     for i in range(24):

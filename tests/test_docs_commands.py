@@ -35,7 +35,7 @@ def _all_blocks() -> list[Block]:
 @pytest.fixture(scope="module")
 def shared_studies(tmp_path_factory) -> Path:
     """A small synthetic study set every page may use as ``{data}`` (generated once)."""
-    from monai_fracture.data import generate_demo_dataset
+    from monai_fracture.data.synthetic import generate_demo_dataset
 
     out = tmp_path_factory.mktemp("docs_data") / "studies"
     generate_demo_dataset(out, n=6, seed=0)

@@ -197,7 +197,7 @@ def tiny_model(tmp_path_factory) -> Path:
 
 def _hostile_folder(root: Path) -> tuple[Path, dict[str, str]]:
     """A world-readable folder: good radiographs plus every hostile input, and the expected status."""
-    from monai_fracture.data import generate_demo_dataset
+    from monai_fracture.data.synthetic import generate_demo_dataset
     from PIL import Image
 
     folder = root / "in"

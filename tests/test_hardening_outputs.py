@@ -16,7 +16,8 @@ import pydicom
 import pytest
 
 import hostile
-from monai_fracture.reports.files import UnsafeOutputError, atomic_write_bytes, check_output_tree
+from monai_fracture.files import UnsafeOutputError, atomic_write_bytes
+from monai_fracture.reports.files import check_output_tree
 from monai_fracture.scoring.journal import Journal
 from monai_fracture.scoring.table import ResultRow, render_csv
 
@@ -96,7 +97,7 @@ def study(tmp_path_factory) -> tuple[Path, Path]:
     """A tiny model with an 8-digit threshold, and a study whose names carry PHI and control characters."""
     from orthanc import make_tiny_model
 
-    from monai_fracture.data import generate_demo_dataset
+    from monai_fracture.data.synthetic import generate_demo_dataset
 
     root = tmp_path_factory.mktemp("hardening-run")
     model = make_tiny_model(root / "model", size=64)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+import torch
 from PIL import Image
 
 from monai_fracture.io import FractureImageReader
@@ -144,6 +145,23 @@ def test_mixed_inputs_collate_into_one_batch(dicom_corpus: Path) -> None:
     assert meta["window"][0].tolist() == [128.0, 256.0] and bool(meta["window"][1].isnan().all())
     assert meta["image_orientation"][1].tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
     assert [bool(v) for v in meta["inverted"]] == [True, False, False]
+    # flags travel typed: a batch holds bool tensors, never "true"/"none" strings to parse back
+    assert meta["inverted"].dtype == torch.bool and meta["presentation_ready"].dtype == torch.bool
+
+
+def test_load_fracture_imaged_uses_only_the_reader_given(dicom_corpus: Path, tmp_path: Path) -> None:
+    """``reader=`` replaces ours (one reader, as for ours): a DICOM file is not passed on to another reader."""
+    from monai_fracture.io import LoadFractureImaged
+
+    png = tmp_path / "a.png"
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).save(png)
+    load = LoadFractureImaged(keys="image", reader="PILReader")
+    assert type(load.reader).__name__ == "PILReader"
+    assert tuple(load({"image": str(png)})["image"].shape) == (8, 8)
+    from PIL import UnidentifiedImageError
+
+    with pytest.raises(UnidentifiedImageError):  # PydicomReader, registered in MONAI, is not tried
+        load({"image": str(dicom_corpus / DX_MONOCHROME1)})
 
 
 def test_bundle_json_example_in_the_docs_runs(dicom_corpus: Path) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from monai_fracture.data.phantom import ANATOMIES, ANATOMY_WEIGHTS, FRACTURE_TYPES, FRACTURE_WEIGHTS, simulate_radiograph
+from monai_fracture.data.synthetic.phantom import ANATOMIES, ANATOMY_WEIGHTS, FRACTURE_TYPES, FRACTURE_WEIGHTS, simulate_radiograph
 from monai_fracture.model.package import ModelInfo, save_model
 from monai_fracture.networks import build_network
 from monai_fracture.model import Classifier

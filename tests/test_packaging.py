@@ -79,7 +79,7 @@ def test_wheel_carries_the_bundle_the_shipped_model_and_py_typed(installed):
 
 
 def test_installed_score_uses_the_shipped_model_without_the_source_tree(installed, tmp_path):
-    from monai_fracture.data import generate_demo_dataset
+    from monai_fracture.data.synthetic import generate_demo_dataset
 
     _, venv = installed
     study = tmp_path / "study"
@@ -98,7 +98,7 @@ def test_installed_score_uses_the_shipped_model_without_the_source_tree(installe
 
 
 def test_installed_bundle_inference_runs_from_the_package(installed, tmp_path):
-    from monai_fracture.data import generate_demo_dataset
+    from monai_fracture.data.synthetic import generate_demo_dataset
 
     _, venv = installed
     study = tmp_path / "study"

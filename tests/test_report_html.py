@@ -46,7 +46,7 @@ def open_in_chromium(page: Path, screenshot: Path, width: int = 1280, height: in
 
 @pytest.fixture(scope="module")
 def report_run(tmp_path_factory):
-    from monai_fracture.data import generate_demo_dataset
+    from monai_fracture.data.synthetic import generate_demo_dataset
 
     root = tmp_path_factory.mktemp("report")
     studies = root / "studies"

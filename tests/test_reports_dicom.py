@@ -9,10 +9,10 @@ import numpy as np
 import pydicom
 import pytest
 
+from monai_fracture.files import atomic_write_bytes
 from monai_fracture.reports import (
     Heatmap,
     ImageResult,
-    atomic_write_bytes,
     write_study_outputs,
 )
 from monai_fracture.reports.evidence import PATIENT_STUDY_KEYWORDS

@@ -9,7 +9,8 @@ import pytest
 from pydicom.uid import UID
 
 from monai_fracture.reports.evidence import is_valid_uid
-from monai_fracture.reports.files import derived_uid, object_file_name, stable_hash, study_folder
+from monai_fracture.files import stable_hash
+from monai_fracture.reports.files import derived_uid, object_file_name, study_folder
 
 STUDY = "1.2.826.0.1.3680043.8.498.12345678901234567890123456789012345"
 

@@ -31,7 +31,7 @@ def test_default_model_prefers_the_shipped_real_data_model(monkeypatch):
 
 
 def test_score_without_model_uses_it_on_jpeg_and_dicom(fracatlas, tmp_path, monkeypatch):
-    from monai_fracture.data import generate_demo_dataset
+    from monai_fracture.data.synthetic import generate_demo_dataset
 
     monkeypatch.delenv("MONAI_FRACTURE_MODEL", raising=False)
     labels = pd.read_csv(fracatlas / "labels.csv")

@@ -242,7 +242,7 @@ def test_ctrl_c_leaves_consistent_outputs_and_resumes(setup, scored, tmp_path, m
 def test_ct_series_scored_as_volumes_or_skipped_without_ct_model(setup, tmp_path):
     import torch
 
-    from monai_fracture.data import generate_demo_dataset
+    from monai_fracture.data.synthetic import generate_demo_dataset
     from monai_fracture.model.package import ModelInfo, save_model
     from monai_fracture.networks import build_network
 

@@ -18,7 +18,7 @@ MODEL_SIZE = 64  # network input: small enough for CPU tests, large enough for E
 
 def make_demo_folder(folder: Path, n: int = 10, seed: int = 3, size: int = 96) -> Path:
     """Synthetic radiograph studies (DICOM with and without .dcm, several transfer syntaxes, MONOCHROME1/2)."""
-    from monai_fracture.data import generate_demo_dataset
+    from monai_fracture.data.synthetic import generate_demo_dataset
 
     generate_demo_dataset(folder, n=n, modality="xr", seed=seed, size=size)
     return folder

@@ -18,7 +18,7 @@ def _split_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-folds", type=int, default=None, help="k-fold: cut the non-test part into k group folds")
     p.add_argument("--fold", type=int, default=None, help="which fold is validation (with --num-folds)")
     p.add_argument("--pixel-check", action=argparse.BooleanOptionalAction, default=True, help="refuse pixel-identical images across splits")
-    p.add_argument("--cache-dir", default=None, help="where the hash cache lives (default ~/.cache/monai_fracture)")
+    p.add_argument("--cache-dir", default=None, help="where the hash cache lives (default: the cache folder, ~/.cache/monai-fracture)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         score_paths,
     )
     from monai_fracture.model.package import ModelPackageError
-    from monai_fracture.reports.files import UnsafeOutputError
+    from monai_fracture.files import UnsafeOutputError
     from monai_fracture.scoring.runner import EXIT_DISK_FULL
     from monai_fracture.model.backend_table import BackendUnavailable
     from monai_fracture.scoring.journal import JournalMismatchError

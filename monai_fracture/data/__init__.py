@@ -1,4 +1,7 @@
-"""Datasets for monai-fracture: the embedded synthetic DICOM set, datalist builders, leakage-free splits."""
+"""Datalists for monai-fracture: builders for known layouts, leakage checks, grouped splits.
+
+The synthetic demo set lives in :mod:`monai_fracture.data.synthetic` (it builds on this package).
+"""
 
 from monai_fracture.data.datalist import (
     build_datalist,
@@ -15,7 +18,6 @@ from monai_fracture.data.datalist import (
 from monai_fracture.data.resolve import resolve_datalist
 from monai_fracture.data.leakage import HashCache, LeakageError, find_leaks
 from monai_fracture.data.split import assign_groups, split_items, split_summary
-from monai_fracture.data.synthetic import generate_demo_dataset
 
 __all__ = [
     "HashCache",
@@ -29,7 +31,6 @@ __all__ = [
     "find_leaks",
     "folder_items",
     "fracatlas_items",
-    "generate_demo_dataset",
     "items_from_table",
     "load_datalist",
     "resolve_datalist",

@@ -17,8 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from monai_fracture.cache import cache_dir as default_cache_dir
 from monai_fracture.data.leakage import HashCache, check_no_leakage
 from monai_fracture.data.split import SPLIT_KEYS, log_summary, split_items
+from monai_fracture.io.sniff import has_image_suffix
+from monai_fracture.sources.folder import is_hidden, walk_files
 
 logger = logging.getLogger(__name__)
 
@@ -27,16 +30,10 @@ NEGATIVE_NAMES = (
     "not_fractured", "non_fractured", "nonfractured", "not-fractured", "non-fractured", "normal", "negative", "neg",
     "no_fracture", "0", "no", "false",
 )
-IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".nii", ".nii.gz", ".tif", ".tiff", ".bmp")
 IMAGE_COLUMNS = ("image", "path", "file", "filename", "filepath", "image_path")
 LABEL_COLUMNS = ("label", "fractured", "fracture", "target", "class", "y")
 GROUP_COLUMNS = ("group", "patient_id", "patientid", "patient", "subject", "subject_id")
 DICOM_KEYS = {"studyinstanceuid": "StudyInstanceUID", "study_uid": "StudyInstanceUID", "accessionnumber": "AccessionNumber", "accession_number": "AccessionNumber", "accession": "AccessionNumber"}
-
-
-def default_cache_dir() -> Path:
-    """``$MONAI_FRACTURE_CACHE`` or ``~/.cache/monai_fracture``."""
-    return Path(os.environ.get("MONAI_FRACTURE_CACHE", Path.home() / ".cache" / "monai_fracture"))
 
 
 def parse_label(value, positive: Sequence[str] = POSITIVE_NAMES) -> int:
@@ -71,9 +68,9 @@ def _pick_column(columns: Iterable[str], wanted: str | None, candidates: Sequenc
 
 def _is_image_file(path: Path) -> bool:
     name = path.name.lower()
-    if name.startswith("."):
+    if is_hidden(name):
         return False
-    if name.endswith(IMAGE_SUFFIXES):
+    if has_image_suffix(name):
         return True
     if "." in name:
         return False
@@ -189,7 +186,7 @@ def folder_items(
     root = Path(root)
     pos = {p.lower() for p in positive}
     neg = {n.lower() for n in negative} if negative is not None else None
-    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name))
     if not classes:
         raise FileNotFoundError(f"{root}: no class folders found")
     rows = []
@@ -204,7 +201,7 @@ def folder_items(
         else:
             logger.warning("%s: ignoring folder %r (neither positive nor negative class)", root, folder.name)
             continue
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and _is_image_file(p))
+        files = [p for p in map(Path, walk_files(folder, list_unreadable=False)) if _is_image_file(p)]
         logger.info("%s: class %r -> label %d, %d files", root, folder.name, label, len(files))
         rows += [{"image": str(p.resolve()), "label": label} for p in files]
     if not rows:
@@ -253,7 +250,7 @@ def dicom_folder_items(
     per_series: dict[tuple[str, str], list[Path]] = {}
     info: dict[tuple[str, str], tuple[int, str]] = {}
     skipped = {"not_dicom": 0, "no_image": 0, "unlabelled": 0}
-    for path in sorted(p for p in dicom_dir.rglob("*") if p.is_file()):
+    for path in map(Path, walk_files(dicom_dir, list_unreadable=False)):
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
         except Exception:  # noqa: BLE001 - anything unreadable as DICOM is skipped and counted

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from monai_fracture.files import atomic_write_bytes
+
 logger = logging.getLogger(__name__)
 
 
@@ -58,8 +60,9 @@ def _decode_fallback(path: Path) -> np.ndarray:
         return np.asarray(ds.pixel_array, dtype=np.float32)
     except pydicom.errors.InvalidDicomError:
         pass
-    name = path.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
+    from monai_fracture.io.sniff import NIFTI_SUFFIXES
+
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
         import nibabel
 
         return np.asarray(nibabel.load(path).get_fdata(), dtype=np.float32)
@@ -134,10 +137,7 @@ class HashCache:
 
     def save(self) -> None:
         if self.cache_file and self._dirty:
-            self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache_file.with_name(f"{self.cache_file.name}.{os.getpid()}.tmp")  # one per writer
-            tmp.write_text(json.dumps(self._entries))
-            tmp.replace(self.cache_file)
+            atomic_write_bytes(self.cache_file, json.dumps(self._entries).encode("utf-8"))
             self._dirty = False
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from monai_fracture.cache import cache_dir as default_cache_dir
 from monai_fracture.data.datalist import (
     build_datalist,
     check_datalist,
-    default_cache_dir,
     detect_layout,
     items_from_layout,
     items_from_table,

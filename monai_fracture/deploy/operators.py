@@ -17,9 +17,9 @@ from typing import Any
 from monai.deploy.core import ConditionType, Fragment, Operator, OperatorSpec
 from pydicom.dataset import Dataset
 
-logger = logging.getLogger(__name__)
+from monai_fracture.io.modalities import RADIOGRAPH_MODALITIES
 
-RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "MG", "RF", "XA", "IO", "PX"})
+logger = logging.getLogger(__name__)
 
 
 @dataclass

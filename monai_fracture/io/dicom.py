@@ -14,9 +14,10 @@ from pydicom.dataset import Dataset
 from tqdm.auto import tqdm
 
 from .dicom_geometry import plane_affine, sort_stack
-from .dicom_header import check_is_image, empty_meta, expand_paths, header_meta, parse_dicom, parse_dicom_header, plane_geometry
+from .dicom_header import check_is_image, expand_paths, header_meta, parse_dicom, parse_dicom_header, plane_geometry
 from .dicom_pixels import PixelLayout, decode_frames, grey_intensity, is_plugin_panic, validate_layout
 from .errors import ImageReadError, ReadFailure
+from .meta import empty_meta
 from .sniff import detect_format, open_regular, read_head
 
 logger = logging.getLogger(__name__)

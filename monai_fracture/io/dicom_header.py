@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
 import struct
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,7 +18,10 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from monai_fracture.sources.folder import walk_files
+
 from .errors import ImageReadError, ReadFailure
+from .meta import empty_meta
 from .pixel_limits import check_inflated_size
 from .sniff import has_dicom_preamble, looks_like_bare_dicom, open_regular
 
@@ -44,37 +48,6 @@ _NON_IMAGE_CLASS_WORDS = (
     "Color Palette", "Implant", "Protocol", "Audio", "Tractography",
 )
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
-
-#: Metadata keys every reader returns (``None`` when unknown); see docs/architecture.md.
-META_KEYS = (
-    "filename", "format", "study_uid", "series_uid", "sop_uid", "sop_class_uid", "patient_id",
-    "accession_number", "modality", "body_part", "view_position", "laterality", "spacing",
-    "photometric", "bits_stored", "window", "presentation_ready", "inverted", "frame_rule",
-    "num_frames",
-)
-
-
-#: Further keys, also always present (None when not applicable): how values and geometry were found.
-EXTRA_KEYS = (
-    "spacing_source",  # PixelSpacing / ImagerPixelSpacing / ... : the tag the spacing came from
-    "transfer_syntax",  # DICOM transfer syntax UID
-    "image_orientation", "image_position",  # Image Orientation/Position (Patient), first slice
-    "instance_number", "frame_of_reference_uid", "slice_thickness",
-    "voi",  # LINEAR / LINEAR_EXACT / SIGMOID / VOILUTSequence: the VOI step applied
-    "window_ignored",  # (center, width) of a window not applied because it misses the data
-    "value_range",  # (low, high) of the returned values' nominal range
-    "affine", "space",  # 4x4 index -> patient mm, and "LPS"/"RAS" (None: no patient geometry)
-    "sop_uids", "filenames",  # series: per slice, in volume order
-)
-
-
-def empty_meta(path: str | Path | None, fmt: str) -> dict[str, Any]:
-    """The metadata dict with every contract key (and every extra key) present."""
-    meta: dict[str, Any] = dict.fromkeys(META_KEYS + EXTRA_KEYS)
-    meta.update(filename=str(path) if path is not None else None, format=fmt,
-                presentation_ready=False, inverted=False, num_frames=1)
-    return meta
-
 
 def _fix_transfer_syntax(ds: Dataset) -> None:
     """Files without file meta: record the encoding pydicom found so decoders know it."""
@@ -332,7 +305,8 @@ def expand_paths(paths: str | Path | Iterable[str | Path], *, dicom_only: bool =
     for item in items:
         item = Path(item)
         if item.is_dir():
-            found = (p for p in sorted(item.rglob("*")) if p.is_file() and not any(part.startswith(".") for part in p.relative_to(item).parts))
+            root = os.path.abspath(item)  # found paths keep the caller's spelling of the folder
+            found = (item / os.path.relpath(p, root) for p in walk_files(item, list_unreadable=False))
             files.extend(p for p in found if not dicom_only or is_dicom_file(p))
         else:
             files.append(item)

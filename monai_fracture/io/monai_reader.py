@@ -18,13 +18,11 @@ from monai.transforms import LoadImage, LoadImaged
 from monai.utils import MetaKeys, SpaceKeys, TraceKeys, ensure_tuple
 from monai.utils.enums import PostFix
 
-DEFAULT_POST_FIX = PostFix.meta()
-
 from .api import read_image
-from .dicom_header import EXTRA_KEYS, META_KEYS
-from .sniff import DICOM_SUFFIXES, JPEG_SUFFIXES, NIFTI_SUFFIXES, PNG_SUFFIXES, is_dicom_file
+from .meta import EXTRA_KEYS, FLAG_KEYS, META_KEYS
+from .sniff import has_image_suffix, is_dicom_file
 
-_SUFFIXES = DICOM_SUFFIXES + NIFTI_SUFFIXES + PNG_SUFFIXES + JPEG_SUFFIXES
+DEFAULT_POST_FIX = PostFix.meta()
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
@@ -39,6 +37,7 @@ def collatable(ours: dict[str, Any]) -> dict[str, Any]:
 
     Unknown text becomes ``"none"`` (as in MONAI's readers), unknown numbers NaN, tuples fixed-length
     float arrays, per-slice lists one backslash-joined string (the DICOM multi-value separator).
+    The :data:`~monai_fracture.io.meta.FLAG_KEYS` stay ``bool`` (they collate to a bool tensor).
     """
     meta: dict[str, Any] = {}
     for key in META_KEYS + EXTRA_KEYS:
@@ -51,8 +50,8 @@ def collatable(ours: dict[str, Any]) -> dict[str, Any]:
             meta[key] = float("nan") if value is None else float(value)
         elif key in _TEXT_LIST_KEYS:
             meta[key] = "\\".join(str(v) for v in value) if value else str(TraceKeys.NONE)
-        elif isinstance(value, bool):
-            meta[key] = value
+        elif key in FLAG_KEYS:
+            meta[key] = bool(value)
         else:
             meta[key] = str(TraceKeys.NONE) if value is None else str(value)
     return meta
@@ -74,7 +73,7 @@ class FractureImageReader(ImageReader):
         """Known suffixes, folders, and files of any other name whose content is DICOM."""
         for name in ensure_tuple(filename):
             path = Path(name)
-            if str(path).lower().endswith(_SUFFIXES) or path.is_dir():
+            if has_image_suffix(path) or path.is_dir():
                 continue
             if not is_dicom_file(path):
                 return False
@@ -107,15 +106,20 @@ class FractureImageReader(ImageReader):
 
 
 class LoadFractureImage(LoadImage):
-    """``LoadImage`` with ``FractureImageReader`` as the only reader.
+    """``LoadImage`` with one reader (``FractureImageReader`` unless ``reader`` is given), errors unmasked.
 
-    Plain ``LoadImage(reader=FractureImageReader())`` falls back to MONAI's other readers when
-    ours refuses a file, so a SEG object or an inconsistent series could still be loaded by
-    ``PydicomReader`` with other conventions. Here a refused file raises our ImageReadError.
+    Plain ``LoadImage`` tries every registered reader in turn and, when all fail, raises a generic
+    ``RuntimeError`` with the tracebacks as text: our ``ImageReadError`` (and its reason code, which
+    results.csv reports) would be lost, and a file ours refuses (a SEG object, an inconsistent series)
+    could be read by ``PydicomReader`` with other conventions. Passing the one reader at call time
+    makes ``LoadImage`` use it only and lets its exception propagate. ``reader`` takes what
+    ``LoadImage`` takes (an ``ImageReader`` instance, class or name); ``affine_lps_to_ras`` applies
+    to our reader only.
     """
 
     def __init__(
         self,
+        reader: ImageReader | type[ImageReader] | str | None = None,
         image_only: bool = True,
         dtype: DtypeLike | None = np.float32,
         ensure_channel_first: bool = False,
@@ -125,21 +129,26 @@ class LoadFractureImage(LoadImage):
         expanduser: bool = True,
         affine_lps_to_ras: bool = True,
     ) -> None:
-        self.fracture_reader = FractureImageReader(affine_lps_to_ras=affine_lps_to_ras)
-        super().__init__(
-            self.fracture_reader, image_only, dtype, ensure_channel_first, simple_keys, prune_meta_pattern, prune_meta_sep, expanduser
-        )
+        if reader is None:
+            reader = FractureImageReader(affine_lps_to_ras=affine_lps_to_ras)
+        super().__init__(reader, image_only, dtype, ensure_channel_first, simple_keys, prune_meta_pattern, prune_meta_sep, expanduser)
+        self.reader = self.readers[-1]  # the instance LoadImage built or registered last
 
     def __call__(self, filename: Sequence[str | Path] | str | Path, reader: ImageReader | None = None):
-        return super().__call__(filename, reader or self.fracture_reader)
+        return super().__call__(filename, reader if reader is not None else self.reader)
 
 
 class LoadFractureImaged(LoadImaged):
-    """Dictionary twin of ``LoadFractureImage`` (bundle: ``monai_fracture.io.LoadFractureImaged``)."""
+    """Dictionary twin of ``LoadFractureImage`` (bundle: ``monai_fracture.io.LoadFractureImaged``).
+
+    A failure surfaces as MONAI's "applying transform" ``RuntimeError`` whose ``__cause__`` is the
+    reader's own exception (``monai_fracture.io.ImageReadError`` for our reader).
+    """
 
     def __init__(
         self,
         keys: KeysCollection,
+        reader: ImageReader | type[ImageReader] | str | None = None,
         dtype: DtypeLike | None = np.float32,
         meta_keys: KeysCollection | None = None,
         meta_key_postfix: str = DEFAULT_POST_FIX,
@@ -158,5 +167,6 @@ class LoadFractureImaged(LoadImaged):
             simple_keys, prune_meta_pattern, prune_meta_sep, allow_missing_keys, expanduser,
         )
         self._loader = LoadFractureImage(
-            image_only, dtype, ensure_channel_first, simple_keys, prune_meta_pattern, prune_meta_sep, expanduser, affine_lps_to_ras
+            reader, image_only, dtype, ensure_channel_first, simple_keys, prune_meta_pattern, prune_meta_sep, expanduser, affine_lps_to_ras
         )
+        self.reader = self._loader.reader

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .dicom_header import empty_meta
+from .meta import empty_meta
 from .dicom_pixels import MAX_DECODED_ELEMENTS
 from .errors import ImageReadError, ReadFailure
 

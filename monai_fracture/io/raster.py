@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from .dicom_header import empty_meta
 from .dicom_pixels import MAX_DECODED_ELEMENTS
 from .errors import ImageReadError, ReadFailure
+from .meta import empty_meta
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 

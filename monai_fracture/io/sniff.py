@@ -30,6 +30,14 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 PNG_SUFFIXES = (".png",)
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 DICOM_SUFFIXES = (".dcm", ".dicom")
+#: Every file name ending ``read_image`` accepts (lower case). The format is still decided by
+#: content; this table is what folder walks and datalist builders take for "an image file".
+IMAGE_SUFFIXES = DICOM_SUFFIXES + NIFTI_SUFFIXES + PNG_SUFFIXES + JPEG_SUFFIXES
+
+
+def has_image_suffix(path: str | Path) -> bool:
+    """Whether ``path``'s name ends in one of :data:`IMAGE_SUFFIXES` (any case)."""
+    return str(path).lower().endswith(IMAGE_SUFFIXES)
 
 
 def has_dicom_preamble(head: bytes) -> bool:

@@ -14,20 +14,18 @@ from typing import Any
 
 import torch
 
+from monai_fracture import cache
 from monai_fracture.model.backend_table import export_is_current
 from monai_fracture.model.package import LoadedModel, file_digest
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "MONAI_FRACTURE_CACHE"
+CACHE_ENV = cache.CACHE_ENV
 
 
 def cache_dir() -> Path:
-    """``$MONAI_FRACTURE_CACHE``, else ``$XDG_CACHE_HOME/monai-fracture``, else ``~/.cache/monai-fracture``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "monai-fracture"
+    """The package's one cache folder (``monai_fracture.cache``)."""
+    return cache.cache_dir()
 
 
 def _machine_signature(device: torch.device) -> str:
@@ -83,7 +81,7 @@ def read_cache() -> dict[str, Any]:
 
 def write_cache(key: str, entry: dict[str, Any]) -> None:
     """Add one measured choice; a cache that cannot be written only costs a re-measurement later."""
-    from monai_fracture.reports.files import atomic_write_bytes
+    from monai_fracture.files import atomic_write_bytes
 
     try:
         data = read_cache()

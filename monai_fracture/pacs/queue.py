@@ -16,18 +16,18 @@ them and every unfinished job is finished.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import shutil
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
+
+from monai_fracture.files import atomic_write_bytes, stable_hash
 
 logger = logging.getLogger(__name__)
 
@@ -45,25 +45,6 @@ PENDING = (JobStatus.RECEIVING, JobStatus.COMPLETE, JobStatus.SCORED)
 
 class QueueFull(Exception):
     """The queue holds its maximum of pending studies or bytes; the sender should retry later."""
-
-
-def uid_key(uid: str) -> str:
-    """A short, path-safe name for a UID (tag values never become paths as they are)."""
-    return hashlib.sha256(uid.encode("ascii", "replace")).hexdigest()[:16]
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write then rename, so a crash leaves either the old file or the new one, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_json(path: Path, data: dict[str, Any]) -> None:
@@ -208,7 +189,7 @@ class StudyQueue:
 
     def _new_job(self, study_uid: str) -> StudyJob:
         self._counter += 1
-        job_id = f"{uid_key(study_uid)}-{time.time_ns() // 1000:x}{self._counter:04x}"
+        job_id = f"{stable_hash(study_uid)}-{time.time_ns() // 1000:x}{self._counter:04x}"
         job = StudyJob(job_id=job_id, study_uid=study_uid, directory=self.studies_dir / job_id)
         job.instances_dir.mkdir(parents=True)
         self.save(job)
@@ -218,7 +199,7 @@ class StudyQueue:
 
     def add_instance(self, job: StudyJob, sop_uid: str, encoded: bytes) -> Path:
         """Store one instance (DICOM file bytes) of a job reserved by :meth:`begin_instance`."""
-        path = job.instances_dir / f"{uid_key(sop_uid)}.dcm"
+        path = job.instances_dir / f"{stable_hash(sop_uid)}.dcm"
         try:
             previous = path.stat().st_size if path.exists() else 0
             atomic_write_bytes(path, encoded)

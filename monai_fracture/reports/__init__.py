@@ -6,7 +6,7 @@ headers into DICOM objects a PACS files into the source study.
 """
 
 from monai_fracture.reports.evidence import EvidenceError, clean_source_header, clean_study_headers
-from monai_fracture.reports.files import atomic_write_bytes, atomic_write_dataset, derived_uid, stable_hash
+from monai_fracture.reports.files import atomic_write_dataset, derived_uid
 from monai_fracture.reports.ko import build_key_object_selection
 from monai_fracture.reports.pr import build_fracture_gsps
 from monai_fracture.reports.results import AlgorithmIdentity, EvidenceRegion, Heatmap, ImageResult, ModelIdentity
@@ -30,7 +30,6 @@ __all__ = [
     "Heatmap",
     "ImageResult",
     "ModelIdentity",
-    "atomic_write_bytes",
     "atomic_write_dataset",
     "build_fracture_gsps",
     "build_fracture_sr",
@@ -41,7 +40,6 @@ __all__ = [
     "derived_uid",
     "overlay_rgb",
     "parse_outputs",
-    "stable_hash",
     "write_heatmap_output",
     "write_study_outputs",
     "write_study_outputs_from_files",

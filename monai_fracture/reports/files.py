@@ -1,28 +1,21 @@
-"""Output names and atomic writes: nothing is named from a raw tag value, nothing is left half written."""
+"""DICOM output names and writes: nothing is named from a raw tag value, nothing is left half written.
+
+The generic pieces (hashing names, atomic writes) are in :mod:`monai_fracture.files`.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import stat
-import tempfile
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
 
 from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import generate_uid
 
+from monai_fracture.files import UnsafeOutputError, atomic_file, stable_hash
 from monai_fracture.reports.evidence import is_valid_uid
-
-
-def stable_hash(*parts: object, length: int = 16) -> str:
-    """A short hex digest of ``parts``: safe as a file name whatever the parts contain."""
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8", "surrogatepass"))
-    return digest.hexdigest()[:length]
 
 
 def derived_uid(*parts: object) -> str:
@@ -40,10 +33,6 @@ def object_file_name(prefix: str, sop_uid: str) -> str:
     """``<prefix>_<SOPInstanceUID>.dcm`` for UIDs we generated (validated), else a hash."""
     safe = sop_uid if is_valid_uid(sop_uid) else stable_hash(sop_uid, length=32)
     return f"{prefix}_{safe}.dcm"
-
-
-class UnsafeOutputError(OSError):
-    """A symlink (or another non-regular entry) where an output file or folder should be."""
 
 
 def check_output_tree(out_dir: str | os.PathLike) -> None:
@@ -72,52 +61,6 @@ def open_private_append(path: str | os.PathLike) -> io.FileIO:
         raise UnsafeOutputError(f"{path}: not a regular file; refusing to write to it")
     os.fchmod(fd, 0o600)
     return os.fdopen(fd, "ab", buffering=0)  # unbuffered: nothing is left to flush after a failed write
-
-
-def fsync_directory(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """A binary handle on a temporary file in ``path``'s folder, fsync'd and renamed into place on
-    success, deleted on any error: readers (and a resumed run) see the whole file or none.
-    The file is 0600 (``mkstemp``); a symlink at ``path`` is refused."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_symlink():  # links among the folders inside --out are refused at start (check_output_tree)
-        raise UnsafeOutputError(f"{path}: a symbolic link in the way of an output; refusing to write")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_directory(path.parent)
-
-
-def atomic_write_bytes(path: str | os.PathLike, chunks: Iterable[bytes] | bytes) -> Path:
-    """Write to a temporary file in the same folder, fsync, then ``os.replace``."""
-    with atomic_file(path) as handle:
-        for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
-            handle.write(chunk)
-    return Path(path)
 
 
 def atomic_write_dataset(path: str | os.PathLike, dataset: Dataset) -> Path:

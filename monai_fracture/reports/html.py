@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monai_fracture.reports.files import atomic_write_bytes
+from monai_fracture.files import atomic_write_bytes
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 STYLE = """

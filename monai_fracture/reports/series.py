@@ -19,7 +19,8 @@ from datetime import datetime
 
 from pydicom.dataset import Dataset
 
-from monai_fracture.reports.files import derived_uid, stable_hash
+from monai_fracture.files import stable_hash
+from monai_fracture.reports.files import derived_uid
 from monai_fracture.reports.results import ModelIdentity
 
 #: Object families, their modality and their offset in the model's block of series numbers.

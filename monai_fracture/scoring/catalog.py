@@ -15,16 +15,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from monai_fracture.io import ImageReadError, ReadFailure, scan_dicom_headers
-from monai_fracture.io.sniff import DICOM_SUFFIXES, JPEG_SUFFIXES, NIFTI_SUFFIXES, PNG_SUFFIXES
+from monai_fracture.io.modalities import RADIOGRAPH_MODALITIES
+from monai_fracture.io.sniff import IMAGE_SUFFIXES
+from monai_fracture.sources.folder import walk_files
 
 logger = logging.getLogger(__name__)
 
-#: Projection radiography modalities (docs/architecture.md): scored by the radiograph model.
-RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "MG", "RF", "XA", "IO", "PX"})
 #: Secondary captures are radiographs when they are greyscale (scanned films, exports).
 GREYSCALE_CAPTURE_MODALITIES = frozenset({"OT", "SC"})
 CT_MODALITIES = frozenset({"CT"})
-IMAGE_SUFFIXES = DICOM_SUFFIXES + NIFTI_SUFFIXES + PNG_SUFFIXES + JPEG_SUFFIXES
 NOT_AN_IMAGE_FILE = "not an image file"
 
 
@@ -74,36 +73,9 @@ def reason_text(failure: ReadFailure | str, detail: str = "") -> str:
     return f"{value}: {detail}" if detail else value
 
 
-def _is_hidden(name: str) -> bool:
-    return name.startswith(".")
-
-
 def walk_inputs(inputs: Iterable[str | os.PathLike], exclude: Sequence[str | os.PathLike] = ()) -> list[str]:
-    """All files under ``inputs`` (recursively), absolute, sorted, each once.
-
-    Hidden files and folders (names starting with ".") inside a walked folder are not listed:
-    they are tool and OS artefacts (.DS_Store, editor swap files, our own temporary files). A
-    hidden file named explicitly as an input is listed. Folders in ``exclude`` (the output
-    folder, when it lies inside an input) are not entered. Symlinked folders are not followed.
-    """
-    excluded = {os.path.abspath(p) for p in exclude}
-    found: set[str] = set()
-
-    def unreadable(err: OSError) -> None:  # listed, so it gets a failed row instead of vanishing
-        if err.filename:
-            found.add(os.path.abspath(err.filename))
-
-    for item in inputs:
-        path = os.path.abspath(os.fspath(item))
-        if os.path.isdir(path):
-            for root, dirs, files in os.walk(path, onerror=unreadable):
-                dirs[:] = sorted(d for d in dirs if not _is_hidden(d) and os.path.join(root, d) not in excluded)
-                for name in files:
-                    if not _is_hidden(name):
-                        found.add(os.path.join(root, name))
-        else:
-            found.add(path)  # a missing path gets a failed not_found row
-    return sorted(found)
+    """All files under ``inputs``: :func:`monai_fracture.sources.folder.walk_files` (unreadable folders listed)."""
+    return walk_files(inputs, exclude)
 
 
 def _has_suffix(path: str, suffixes: Sequence[str]) -> bool:

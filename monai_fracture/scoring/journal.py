@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from monai_fracture.reports.files import UnsafeOutputError, open_private_append
+from monai_fracture.files import UnsafeOutputError
+from monai_fracture.reports.files import open_private_append
 from monai_fracture.scoring.table import ResultRow
 
 logger = logging.getLogger(__name__)

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from monai_fracture.io.meta import PRESENTATION_READY
 from monai_fracture.reports import EvidenceRegion, Heatmap
 from monai_fracture.model.classifier import Classifier
 from monai_fracture.model.gradcam import hot_region
@@ -24,7 +25,7 @@ def display_image(array: np.ndarray, meta: Mapping[str, Any]) -> np.ndarray:
     image = np.nan_to_num(np.asarray(array, dtype=np.float32))
     if image.ndim == 3:  # a volume: the middle slice
         image = image[image.shape[0] // 2]
-    if meta.get("presentation_ready"):
+    if meta.get(PRESENTATION_READY):
         return np.clip(image, 0.0, 1.0)
     low, high = np.percentile(image, [1.0, 99.0])
     return np.clip((image - low) / (high - low), 0.0, 1.0) if high > low else np.zeros_like(image)

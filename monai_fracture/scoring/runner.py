@@ -30,17 +30,18 @@ import numpy as np
 import pydicom
 import torch
 
+from monai_fracture.files import atomic_write_bytes, stable_hash
 from monai_fracture.progress import progress as progress_for
 from monai_fracture.reports import (
     AlgorithmIdentity,
     EvidenceRegion,
     ImageResult,
     parse_outputs,
-    stable_hash,
     write_heatmap_output,
     write_study_outputs_from_files,
 )
-from monai_fracture.reports.files import atomic_write_bytes, check_output_tree, remove_stale_temporaries
+from monai_fracture.files import atomic_write_bytes
+from monai_fracture.reports.files import check_output_tree, remove_stale_temporaries
 from monai_fracture.scoring.catalog import Catalog, FileRecord, WorkItem, build_catalog, reason_text, walk_inputs
 from monai_fracture.model.classifier import MODEL_HELP, Classifier, default_model_path
 from monai_fracture.scoring.journal import Journal, JournalState

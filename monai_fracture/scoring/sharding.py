@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from monai_fracture.reports.files import atomic_write_bytes
+from monai_fracture.files import atomic_write_bytes
 from monai_fracture.scoring.table import ResultRow, count_statuses, read_results_csv, write_results_csv
 
 logger = logging.getLogger(__name__)

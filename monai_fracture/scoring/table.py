@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from monai_fracture.reports.files import atomic_write_bytes
+from monai_fracture.files import atomic_write_bytes
 
 #: The public column contract (docs/scoring.md, /work/shared/design.md "Conventions").
 COLUMNS: tuple[str, ...] = (

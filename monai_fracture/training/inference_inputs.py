@@ -62,7 +62,7 @@ def inference_plan(
         if not demo_dir:
             raise ValueError("synthetic inference needs demo_dir")
         if not (Path(demo_dir) / "labels.csv").is_file():
-            from monai_fracture.data import generate_demo_dataset
+            from monai_fracture.data.synthetic import generate_demo_dataset
 
             logger.warning("synthetic=True: scoring a synthetic demo set generated in %s", demo_dir)
             generate_demo_dataset(demo_dir, n=demo_n, modality=modality, seed=seed)

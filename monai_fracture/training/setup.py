@@ -167,7 +167,7 @@ def bundle_preprocessing(*parts: Any, image_key: str = "image", path_key: str = 
 def describe_data(datalists: Mapping[str, Sequence[Mapping[str, Any]]], source: Any, num_classes: int = 2) -> dict[str, Any]:
     """What ``model_info.json`` records about the training data: the source and class counts per split."""
     return {
-        "source": str(source) if source is not None else "synthetic (monai_fracture.data.generate_demo_dataset)",
+        "source": str(source) if source is not None else "synthetic (monai_fracture.data.synthetic.generate_demo_dataset)",
         "splits": {name: {"n": len(items), "class_counts": class_counts(items, num_classes)}
                    for name, items in datalists.items() if isinstance(items, Sequence)},
     }

@@ -11,7 +11,6 @@ from monai_fracture.transforms.intensity import (
     RadiographIntensity,
     RadiographIntensityd,
 )
-from monai_fracture.transforms.loading import LoadFractureImaged
 from monai_fracture.transforms.presets import build_augmentation, build_preprocessing
 from monai_fracture.transforms.spatial import ResizeWithPadToSquare, ResizeWithPadToSquared
 
@@ -23,7 +22,6 @@ __all__ = [
     "CTWindowd",
     "ImageNetNormalize",
     "ImageNetNormalized",
-    "LoadFractureImaged",
     "RadiographIntensity",
     "RadiographIntensityd",
     "ResizeWithPadToSquare",

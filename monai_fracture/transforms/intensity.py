@@ -20,7 +20,7 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
 from monai.utils.type_conversion import convert_to_dst_type, convert_to_tensor
 
-PRESENTATION_READY = "presentation_ready"
+from monai_fracture.io.meta import PRESENTATION_READY
 
 # (center, width) in HU. Sources: Radiopaedia "Windowing (CT)" (bone W1800 L400, soft tissue
 # W400 L50, lung W1500 L-600, brain W80 L40); "wide" is ours: -1000..2000 HU, air to cortex/metal.
@@ -50,6 +50,10 @@ def _like(out: torch.Tensor, img: NdarrayOrTensor) -> NdarrayOrTensor:
 
 
 def _meta_flag(img: Any, meta: Mapping | None, key: str) -> bool | None:
+    """A bool flag of io's metadata (:data:`monai_fracture.io.meta.FLAG_KEYS`), None when absent.
+
+    From the MetaTensor's ``meta``, else ``meta``; a collated batch holds it as a bool tensor.
+    """
     if isinstance(img, MetaTensor) and key in img.meta:
         value = img.meta[key]
     elif meta is not None and key in meta:
@@ -58,9 +62,11 @@ def _meta_flag(img: Any, meta: Mapping | None, key: str) -> bool | None:
         return None
     if isinstance(value, torch.Tensor | np.ndarray):  # collated metadata
         value = np.asarray(value).reshape(-1)[0].item()
-    if isinstance(value, str):  # FractureImageReader stores None as "none" (None does not collate)
-        return {"true": True, "1": True, "false": False, "0": False}.get(value.strip().lower())
-    return None if value is None else bool(value)
+    if value is None:
+        return None
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"metadata {key!r} must be a bool (monai_fracture.io.meta.FLAG_KEYS), got {value!r}")
+    return bool(value)
 
 
 def linear_window(img: torch.Tensor, low: float, high: float) -> torch.Tensor:

@@ -25,8 +25,8 @@ from monai.transforms import (
     ScaleIntensityRanged,
 )
 
+from monai_fracture.io.monai_reader import LoadFractureImaged
 from monai_fracture.transforms.intensity import CTWindowd, ImageNetNormalized, RadiographIntensityd
-from monai_fracture.transforms.loading import LoadFractureImaged
 from monai_fracture.transforms.spatial import ResizeWithPadToSquared
 
 MODALITIES = ("xr", "ct")
@@ -58,7 +58,7 @@ def build_preprocessing(
 ) -> Compose:
     """The chain from a file path (``load=True``) or a loaded channel-first image to network input.
 
-    Steps: :class:`LoadFractureImaged` (our ``FractureImageReader`` unless ``reader`` is given; its
+    Steps: :class:`~monai_fracture.io.LoadFractureImaged` (our ``FractureImageReader`` unless ``reader`` is given; its
     errors propagate as the ``__cause__`` of MONAI's ``RuntimeError``) and
     ``EnsureChannelFirstd`` when loading; aspect-preserving resize so the longest side is ``size``
     (CT: following the voxel spacing); intensity to [0, 1] (radiographs:

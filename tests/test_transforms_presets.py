@@ -1,4 +1,4 @@
-"""Transforms: known inputs give known outputs, twins agree, meta survives, presets run end to end."""
+"""Presets: whole chains run end to end on generated and real files, float32 throughout."""
 
 from __future__ import annotations
 
@@ -7,26 +7,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from monai_fracture.transforms import (
-    CT_WINDOWS,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    CTWindow,
-    CTWindowd,
-    ImageNetNormalize,
-    ImageNetNormalized,
-    RadiographIntensity,
-    RadiographIntensityd,
-    ResizeWithPadToSquare,
-    ResizeWithPadToSquared,
-    build_augmentation,
-    build_preprocessing,
-)
-
-
-def ramp(rows: int = 100, cols: int = 100) -> np.ndarray:
-    """Values 0 .. rows*cols-1, channel first: percentiles are known in closed form."""
-    return np.arange(rows * cols, dtype=np.float32).reshape(1, rows, cols)
+from monai_fracture.transforms import IMAGENET_MEAN, IMAGENET_STD, CTWindowd, build_augmentation, build_preprocessing
 
 
 def synthetic_radiograph(rows: int = 600, cols: int = 400) -> np.ndarray:
@@ -37,182 +18,6 @@ def synthetic_radiograph(rows: int = 600, cols: int = 400) -> np.ndarray:
     img[:20, :] = 50.0  # collimator edge
     return img.astype(np.float32)[None]
 
-
-# --- RadiographIntensity -------------------------------------------------------------------
-
-
-def test_percentile_window_maps_known_percentiles_to_0_and_1():
-    img = ramp()
-    low, high = np.percentile(img, [0.5, 99.5])  # 49.995, 9949.005
-    out = RadiographIntensity(lower=0.5, upper=99.5)(img)
-    assert isinstance(out, np.ndarray) and out.dtype == np.float32
-    flat = out.reshape(-1)
-    assert flat[0] == 0.0 and flat[-1] == 1.0
-    assert flat[5000] == pytest.approx((5000 - low) / (high - low), abs=1e-6)
-    assert flat[49] == 0.0 and flat[50] > 0.0  # first value above the 0.5th percentile
-    assert flat[9949] < 1.0 and flat[9950] == 1.0
-
-
-def test_percentiles_on_subsample_are_close_to_full():
-    img = ramp(400, 400)
-    full = np.percentile(img, [1.0, 99.0])
-    sampled = RadiographIntensity(lower=1.0, upper=99.0, max_samples=10_000).percentiles(img)
-    assert sampled == pytest.approx(tuple(full), rel=2e-3)
-
-
-def test_presentation_ready_is_only_clipped_and_force_percentile_overrides():
-    values = torch.tensor([[[-0.5, 0.0, 0.25], [0.5, 1.0, 1.5]]])
-    ready = MetaTensor(values, meta={"presentation_ready": True, "filename": "a.dcm"})
-    out = RadiographIntensity()(ready)
-    assert isinstance(out, MetaTensor) and out.meta["filename"] == "a.dcm"
-    assert torch.equal(out.as_tensor(), torch.tensor([[[0.0, 0.0, 0.25], [0.5, 1.0, 1.0]]]))
-    forced = RadiographIntensity(lower=0.0, upper=100.0, force_percentile=True)(ready)
-    assert torch.allclose(forced.as_tensor(), (values + 0.5) / 2.0)
-    # the same values flagged not ready get the percentile window
-    raw = MetaTensor(values, meta={"presentation_ready": False})
-    assert torch.allclose(RadiographIntensity(0.0, 100.0)(raw).as_tensor(), (values + 0.5) / 2.0)
-    # reader's "none" string means unknown, not True
-    unknown = MetaTensor(values, meta={"presentation_ready": "none"})
-    assert torch.allclose(RadiographIntensity(0.0, 100.0)(unknown).as_tensor(), (values + 0.5) / 2.0)
-
-
-def test_constant_image_gives_zeros_not_nan():
-    out = RadiographIntensity()(torch.full((1, 8, 8), 123.0))
-    assert torch.equal(out, torch.zeros(1, 8, 8))
-
-
-def test_input_container_types_are_kept_and_input_is_not_modified():
-    img = ramp(20, 20)
-    before = img.copy()
-    for data in (img, torch.from_numpy(img), MetaTensor(torch.from_numpy(img), meta={"k": 1})):
-        out = RadiographIntensity()(data)
-        assert type(out) is type(data)
-        assert out.dtype in (np.float32, torch.float32)
-    assert np.array_equal(img, before)
-    uint16 = (ramp(20, 20)).astype(np.uint16)
-    assert RadiographIntensity()(uint16).dtype == np.float32
-
-
-def test_radiograph_dict_twin_reads_flag_from_meta_dict_and_metatensor():
-    values = np.array([[[-1.0, 0.5, 3.0]]], dtype=np.float32)
-    d = RadiographIntensityd(keys="image", lower=0.0, upper=100.0)(
-        {"image": values, "image_meta_dict": {"presentation_ready": True}})
-    assert np.array_equal(d["image"], np.array([[[0.0, 0.5, 1.0]]], dtype=np.float32))
-    d = RadiographIntensityd(keys="image", lower=0.0, upper=100.0)({"image": values})
-    assert np.allclose(d["image"], RadiographIntensity(0.0, 100.0)(values))
-    mt = MetaTensor(torch.from_numpy(values), meta={"presentation_ready": True})
-    assert torch.equal(RadiographIntensityd(keys="image")({"image": mt})["image"], RadiographIntensity()(mt))
-    with pytest.raises(KeyError):
-        RadiographIntensityd(keys=["image", "other"])({"image": values})
-    assert "other" not in RadiographIntensityd(keys=["image", "other"], allow_missing_keys=True)({"image": values})
-
-
-# --- CTWindow --------------------------------------------------------------------------------
-
-
-def test_ct_window_presets_have_documented_values():
-    assert CT_WINDOWS["bone"] == (400.0, 1800.0)
-    assert CT_WINDOWS["soft_tissue"] == (50.0, 400.0)
-    assert CT_WINDOWS["lung"] == (-600.0, 1500.0)
-    assert CT_WINDOWS["brain"] == (40.0, 80.0)
-    assert CT_WINDOWS["wide"] == (500.0, 3000.0)
-
-
-def test_bone_window_maps_hounsfield_units():
-    hu = torch.tensor([[[-1000.0, -500.0, 400.0, 1300.0, 3000.0]]])
-    out = CTWindow("bone")(hu)
-    assert torch.allclose(out, torch.tensor([[[0.0, 0.0, 0.5, 1.0, 1.0]]]))
-    explicit = CTWindow(center=40.0, width=80.0)(hu.numpy())
-    assert np.array_equal(explicit, CTWindow("brain")(hu.numpy()))
-    assert np.array_equal(CTWindow("brain")(np.array([[[0.0, 40.0, 80.0]]])), np.array([[[0.0, 0.5, 1.0]]], np.float32))
-
-
-def test_ct_window_rejects_unknown_or_partial_settings():
-    with pytest.raises(ValueError, match="bone"):
-        CTWindow("bones")
-    with pytest.raises(ValueError):
-        CTWindow(center=40.0)
-    with pytest.raises(ValueError):
-        CTWindow(center=40.0, width=0.0)
-
-
-def test_ct_window_dict_twin_and_meta():
-    hu = MetaTensor(torch.linspace(-1200, 1500, 60).reshape(1, 3, 4, 5), meta={"modality": "CT"})
-    out = CTWindowd(keys="image", window="lung")({"image": hu})["image"]
-    assert torch.equal(out, CTWindow("lung")(hu))
-    assert out.meta["modality"] == "CT"
-    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
-
-
-# --- ResizeWithPadToSquare -------------------------------------------------------------------
-
-
-def test_portrait_image_is_resized_and_padded_symmetrically():
-    img = torch.ones(1, 100, 50)
-    out = ResizeWithPadToSquare(size=20)(img)
-    assert out.shape == (1, 20, 20)
-    assert torch.all(out[0, :, 5:15] == 1.0)
-    assert torch.all(out[0, :, :5] == 0.0) and torch.all(out[0, :, 15:] == 0.0)
-
-
-def test_pad_at_end_and_landscape_input():
-    out = ResizeWithPadToSquare(size=20, pad_method="end")(np.ones((1, 50, 100), np.float32))
-    assert torch.all(out[0, :10, :] == 1.0) and torch.all(out[0, 10:, :] == 0.0)
-
-
-def test_area_downsampling_averages_and_upsampling_interpolates():
-    checker = torch.zeros(1, 64, 32)
-    checker[0, ::2, ::2] = 1.0
-    checker[0, 1::2, 1::2] = 1.0
-    out = ResizeWithPadToSquare(size=32)(checker)  # 64x32 -> 32x16: each 2x2 block averages to 0.5
-    assert torch.allclose(out[0, :, 8:24], torch.full((32, 16), 0.5))
-    small = torch.tensor([[[0.0, 1.0]]])  # 1x2 -> 5x10 (bilinear)
-    up = ResizeWithPadToSquare(size=10)(small)
-    assert up.shape == (1, 10, 10)
-    row = up[0, 5]
-    assert row[0] == 0.0 and row[-1] == pytest.approx(1.0) and torch.all(row[1:] >= row[:-1] - 1e-6)
-
-
-def test_3d_cube_and_physical_spacing():
-    vol = MetaTensor(torch.ones(1, 40, 20, 10), meta={"spacing": (1.0, 1.0, 1.0), "filename": "ct"})
-    out = ResizeWithPadToSquare(size=8)(vol)
-    assert out.shape == (1, 8, 8, 8) and out.meta["filename"] == "ct"
-    assert torch.all(out[0, :, 2:6, 3:5] == 1.0) and float(out.sum()) == 8 * 4 * 2
-    thick = MetaTensor(torch.ones(1, 10, 20, 20), meta={"spacing": (4.0, 1.0, 1.0)})
-    fitted = ResizeWithPadToSquare(size=20, use_spacing=True, pad=False)(thick)
-    assert fitted.shape == (1, 20, 10, 10)  # 40 mm deep, 20 mm wide: depth becomes the long side
-    assert ResizeWithPadToSquare(size=20, pad=False)(thick).shape == (1, 10, 20, 20)
-
-
-def test_resize_dict_twin_equals_array_form():
-    img = torch.rand(1, 37, 23, generator=torch.Generator().manual_seed(0))
-    d = ResizeWithPadToSquared(keys="image", size=16)({"image": img, "label": 1})
-    assert torch.equal(d["image"], ResizeWithPadToSquare(size=16)(img))
-    assert d["label"] == 1
-
-
-# --- ImageNetNormalize -----------------------------------------------------------------------
-
-
-def test_imagenet_and_tf_numbers():
-    ones = torch.ones(3, 2, 2)
-    out = ImageNetNormalize("imagenet")(ones)
-    for c in range(3):
-        assert torch.allclose(out[c], torch.full((2, 2), (1 - IMAGENET_MEAN[c]) / IMAGENET_STD[c]))
-    tf = ImageNetNormalize("tf")(np.array([[[0.0, 0.5, 1.0]]], np.float32))
-    assert np.allclose(tf, [[[-127 / 128, 0.5 / 128, 1.0]]])
-    grey = ImageNetNormalize("imagenet")(torch.zeros(1, 2, 2))
-    assert torch.allclose(grey, torch.full((1, 2, 2), -np.mean(IMAGENET_MEAN) / np.mean(IMAGENET_STD)))
-    with pytest.raises(ValueError, match="channels"):
-        ImageNetNormalize("imagenet")(torch.zeros(2, 4, 4))
-    with pytest.raises(ValueError):
-        ImageNetNormalize("caffe")
-
-
-def test_normalize_dict_twin_keeps_meta():
-    img = MetaTensor(torch.rand(3, 4, 4), meta={"sop_uid": "1.2.3"})
-    out = ImageNetNormalized(keys="image", style="tf")({"image": img})["image"]
-    assert torch.equal(out, ImageNetNormalize("tf")(img)) and out.meta["sop_uid"] == "1.2.3"
 
 
 # --- presets ---------------------------------------------------------------------------------
@@ -358,9 +163,9 @@ def test_preset_lets_our_read_error_through(dicom_corpus):
 
 
 def _generated_radiograph(tmp_path, modality: str, photometric: str, window: str, shape=(384, 320)):
-    from monai_fracture.data.dicom_writer import Hierarchy, radiograph_dataset, save_dataset
-    from monai_fracture.data.phantom import simulate_radiograph
-    from monai_fracture.data.synthetic import _stored_pixels
+    from monai_fracture.data.synthetic.dicom_writer import Hierarchy, radiograph_dataset, save_dataset
+    from monai_fracture.data.synthetic.phantom import simulate_radiograph
+    from monai_fracture.data.synthetic.dataset import _stored_pixels
 
     rng = np.random.default_rng(11)
     phantom = simulate_radiograph(shape, rng, "forearm", "transverse", np.random.default_rng(12))

@@ -24,8 +24,10 @@ import numpy as np
 import pandas as pd
 from pydicom.uid import generate_uid
 
-from monai_fracture.data.ct_phantom import CT_ANATOMIES, simulate_ct
-from monai_fracture.data.dicom_writer import (
+from monai_fracture.data.datalist import items_from_table, write_datalist
+from monai_fracture.data.split import split_items
+from monai_fracture.data.synthetic.ct_phantom import CT_ANATOMIES, simulate_ct
+from monai_fracture.data.synthetic.dicom_writer import (
     TRANSFER_SYNTAXES,
     Hierarchy,
     available_transfer_syntaxes,
@@ -33,7 +35,7 @@ from monai_fracture.data.dicom_writer import (
     radiograph_dataset,
     save_dataset,
 )
-from monai_fracture.data.phantom import ANATOMIES, ANATOMY_WEIGHTS, FRACTURE_TYPES, FRACTURE_WEIGHTS, simulate_radiograph
+from monai_fracture.data.synthetic.phantom import ANATOMIES, ANATOMY_WEIGHTS, FRACTURE_TYPES, FRACTURE_WEIGHTS, simulate_radiograph
 
 logger = logging.getLogger(__name__)
 
@@ -296,9 +298,6 @@ def generate_demo_dataset(
     ``n`` counts images (XR) or series (CT). ``size`` is the long side in pixels (XR; aspect
     varies) or the cube side (CT); ``"ROWSxCOLS"`` fixes the shape. Returns the labels table.
     """
-    from monai_fracture.data.datalist import items_from_table, write_datalist
-    from monai_fracture.data.split import split_items
-
     if modality not in DEFAULT_N:
         raise ValueError(f"modality must be 'xr' or 'ct', got {modality!r}")
     n = DEFAULT_N[modality] if n is None else int(n)
