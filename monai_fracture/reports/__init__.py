@@ -16,7 +16,7 @@ _EXPORTS = {
     "build_key_object_selection": "ko",
     "build_fracture_gsps": "pr",
     "AlgorithmIdentity": "results", "EvidenceRegion": "results", "Heatmap": "results", "ImageResult": "results",
-    "ModelIdentity": "results",
+    "ModelIdentity": "results", "decide": "results",
     "build_heatmap_sc": "sc", "overlay_rgb": "sc", "write_heatmap_output": "sc",
     "build_fracture_sr": "sr",
     "DEFAULT_OUTPUTS": "outputs", "OUTPUTS": "outputs", "OUTPUT_WRITERS": "outputs", "OutputWriter": "outputs",
