@@ -66,7 +66,7 @@ def test_positives_get_their_region_before_their_study(demo):
 
 def test_same_probabilities_and_decisions_as_score_paths(demo, tmp_path):
     folder, _, classifier, _, events = demo
-    table = score_paths([folder], tmp_path / "out", model=classifier, write_dicom=False, batch_size=5).results
+    table = score_paths([folder], tmp_path / "out", model=classifier, write_dicom=False, batch_size=3).results
     scored = table[table["status"] == "scored"].set_index("path")
     stream = {row.path: row for s in _scores(events) for row in s.rows}
     assert set(stream) == set(scored.index)

@@ -46,7 +46,6 @@ from monai_fracture.scoring.journal import Journal, JournalState
 from monai_fracture.scoring.processes import default_report_workers, model_threads, report_pool
 from monai_fracture.scoring.sharding import Shard, parse_shard, shard_from_environment
 from monai_fracture.scoring.stream import (
-    PROBABILITY_DECIMALS,  # noqa: F401  (re-exported)
     REGION_OUTPUTS,
     Evidence,
     ScoredBatch,
@@ -167,7 +166,6 @@ class _Run:
     def _relative(self, paths: Iterable[Path]) -> list[str]:
         return [os.path.relpath(p, self.out_dir) for p in paths]
 
-    # -- events of the stream ----------------------------------------------------------------
     def _evidence(self, event: Evidence) -> None:
         """Journal the region (the resumed SR and GSPS reuse it); write the heatmap SC at once."""
         path = event.item.paths[0]
@@ -231,7 +229,6 @@ class _Run:
                 known.setdefault(name, []).extend(p for p in paths if p not in known.get(name, []))
         self.report_jobs = remaining
 
-    # -- the run ---------------------------------------------------------------------------
     def prepare(self) -> tuple[list[str], list[WorkItem], list[tuple[WorkItem, Any]]]:
         """Load the journal, scan the inputs: (owned paths, items to score, items scored before)."""
         started = time.perf_counter()
