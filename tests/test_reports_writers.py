@@ -13,19 +13,9 @@ import pytest
 from monai_fracture.cli import build_parser
 from monai_fracture.reports import ImageResult, OutputWriter, StudyOutput, atomic_write_bytes, write_outputs
 from monai_fracture.reports.outputs import OUTPUT_WRITERS, outputs_help, parse_outputs, register_output, unregister_output
-from test_scoring_support import image_files, make_demo_folder
+from test_reports_region import study  # noqa: F401  (the fixture: a study of two or more radiographs)
 
 MODEL = types.SimpleNamespace(name="test-fracture", version="0.0.1")
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory) -> list[pydicom.Dataset]:
-    folder = make_demo_folder(tmp_path_factory.mktemp("writers"), n=6, seed=1, size=64)
-    by_study: dict[str, list[pydicom.Dataset]] = {}
-    for path in image_files(folder):
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        by_study.setdefault(ds.StudyInstanceUID, []).append(ds)
-    return next(group for group in by_study.values() if len(group) >= 2)
 
 
 def _results(study) -> list[ImageResult]:

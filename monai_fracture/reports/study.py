@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from pydicom.dataset import Dataset
 
@@ -59,19 +61,6 @@ def write_outputs(
     return written
 
 
-def write_study_outputs(
-    study_sources: Sequence[Dataset],
-    results: Sequence[ImageResult],
-    model_info: ModelIdentity,
-    out_dir: str | os.PathLike,
-    heatmaps: Mapping[str, Heatmap] | Sequence[Heatmap] | None = None,
-    outputs: Iterable[str] | None = None,
-) -> list[Path]:
-    """``write_outputs`` as one list of the written paths."""
-    written = write_outputs(study_sources, results, model_info, out_dir, heatmaps=heatmaps, outputs=outputs)
-    return [path for paths in written.values() for path in paths]
-
-
 def _with_window(path: str | os.PathLike, header: Dataset) -> Dataset:
     """``header`` with a percentile window from the pixels when the file has no usable VOI window."""
     import pydicom
@@ -110,13 +99,15 @@ def write_outputs_from_files(
     return write_outputs(headers, results, model_info, out_dir, outputs=chosen)
 
 
-def write_study_outputs_from_files(
-    paths: Sequence[str | os.PathLike],
-    results: Sequence[ImageResult],
-    model_info: ModelIdentity,
-    out_dir: str | os.PathLike,
-    outputs: Iterable[str] | None = None,
-) -> list[Path]:
-    """``write_outputs_from_files`` as one list of the written paths."""
-    written = write_outputs_from_files(paths, results, model_info, out_dir, outputs=outputs)
-    return [path for files in written.values() for path in files]
+def _as_list(function: Callable[..., dict[str, list[Path]]]) -> Callable[..., list[Path]]:
+    """``function`` returning one list of every written path instead of ``{output name: paths}``."""
+    @functools.wraps(function)
+    def listed(*args: Any, **kwargs: Any) -> list[Path]:
+        return [path for paths in function(*args, **kwargs).values() for path in paths]
+
+    listed.__doc__ = f"``{function.__name__}`` as one list of the written paths."
+    return listed
+
+
+write_study_outputs = _as_list(write_outputs)
+write_study_outputs_from_files = _as_list(write_outputs_from_files)
