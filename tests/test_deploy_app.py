@@ -54,7 +54,8 @@ def app_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     reference = pd.read_csv(root / "reference" / "results.csv")
     ct_studies = set(reference.loc[reference["path"].str.contains("/data/ct/"), "study_uid"].dropna())
     assert len(ct_studies) == 1
-    return {"out": out, "reference": reference, "n_studies": len(studies), "ct_studies": ct_studies}
+    return {"out": out, "reference": reference, "reference_dir": root / "reference", "n_studies": len(studies),
+            "ct_studies": ct_studies}
 
 
 def test_app_writes_one_referenced_sr_per_study(app_run: dict) -> None:
@@ -93,7 +94,7 @@ def test_app_writes_the_objects_score_writes(app_run: dict) -> None:
     def by_uid(folder: Path) -> dict[str, pydicom.Dataset]:
         return {ds.SOPInstanceUID: ds for ds in (pydicom.dcmread(p) for p in folder.rglob("*.dcm"))}
 
-    app, score = by_uid(app_run["out"]), by_uid(app_run["reference"] / "dicom")
+    app, score = by_uid(app_run["out"]), by_uid(app_run["reference_dir"] / "dicom")
     modalities = sorted(ds.Modality for ds in score.values())
     assert "PR" in modalities and "KO" in modalities, modalities  # positives with a region exist
     assert set(app) == set(score)
