@@ -40,6 +40,7 @@ def app_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     make_tiny_model(model / "ct", size=32, modality="ct")
     generate_demo_dataset(root / "data" / "xr", n=6, modality="xr", seed=5, size=64)
     generate_demo_dataset(root / "data" / "ct", n=1, modality="ct", seed=6, size=32)
+    xr_threshold = _threshold_between_findings(model / "xr", root / "data" / "xr")
     studies = study_folders(root / "data" / "xr") + study_folders(root / "data" / "ct")
     assert len(studies) >= 3
     out = root / "out"
@@ -49,11 +50,28 @@ def app_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
-    score_paths([str(root / "data")], root / "reference", model=str(model / "xr"), ct_model=str(model / "ct"), write_dicom=False)
+    # the same files through `score`, with its default outputs (SR with region, KOS, GSPS)
+    score_paths([str(root / "data")], root / "reference", model=str(model / "xr"), ct_model=str(model / "ct"))
     reference = pd.read_csv(root / "reference" / "results.csv")
     ct_studies = set(reference.loc[reference["path"].str.contains("/data/ct/"), "study_uid"].dropna())
     assert len(ct_studies) == 1
-    return {"out": out, "reference": reference, "n_studies": len(studies), "ct_studies": ct_studies}
+    return {"out": out, "reference": reference, "reference_dir": root / "reference", "n_studies": len(studies),
+            "ct_studies": ct_studies, "thresholds": {"xr": xr_threshold, "ct": TINY_MODEL_THRESHOLD}}
+
+
+def _threshold_between_findings(model_dir: Path, data: Path) -> float:
+    """Set the radiograph model's stored threshold between its 3rd and 4th highest probability on
+    ``data``, so both findings occur (and positives get a region, a GSPS and a KOS)."""
+    from monai_fracture.io import read_image
+    from monai_fracture.model import Classifier
+
+    files = [p for study in study_folders(data) for p in sorted(study.rglob("*")) if p.is_file()]
+    probabilities = sorted(Classifier(model_dir).score([read_image(p) for p in files]), reverse=True)
+    threshold = round(float(probabilities[2] + probabilities[3]) / 2, 4)
+    info = json.loads((model_dir / "model_info.json").read_text())
+    info["threshold"] = threshold
+    (model_dir / "model_info.json").write_text(json.dumps(info))
+    return threshold
 
 
 def test_app_writes_one_referenced_sr_per_study(app_run: dict) -> None:
@@ -64,6 +82,7 @@ def test_app_writes_one_referenced_sr_per_study(app_run: dict) -> None:
     assert app_run["ct_studies"] <= {sr.StudyInstanceUID for sr in srs}
     probability_of = dict(zip(scored["sop_uid"], scored["probability"]))
     for sr in srs:
+        threshold = app_run["thresholds"]["ct" if sr.StudyInstanceUID in app_run["ct_studies"] else "xr"]
         images = set(scored.loc[scored["study_uid"] == sr.StudyInstanceUID, "sop_uid"])
         # TID 1500 Imaging Measurement Report, not the SDK's Basic Text SR
         assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"
@@ -78,12 +97,29 @@ def test_app_writes_one_referenced_sr_per_study(app_run: dict) -> None:
         for group in groups:
             sop_uid = sorted(group["sop_uids"])[0]
             assert group["probability"] == pytest.approx(probability_of[sop_uid], abs=1e-4)
-            assert group["unit"] == "1" and group["threshold"] == pytest.approx(TINY_MODEL_THRESHOLD)
-            assert group["finding"] == ("52101004" if group["probability"] >= TINY_MODEL_THRESHOLD else "272519000")
+            assert group["unit"] == "1" and group["threshold"] == pytest.approx(threshold)
+            assert group["finding"] == ("52101004" if group["probability"] >= threshold else "272519000")
     for kos in (pydicom.dcmread(p) for p in app_run["out"].rglob("KO_*.dcm")):
         assert kos.SOPClassUID == KOS_STORAGE_CLASS
-        positives = set(scored.loc[(scored["study_uid"] == kos.StudyInstanceUID) & (scored["probability"] >= TINY_MODEL_THRESHOLD), "sop_uid"])
+        threshold = app_run["thresholds"]["ct" if kos.StudyInstanceUID in app_run["ct_studies"] else "xr"]
+        positives = set(scored.loc[(scored["study_uid"] == kos.StudyInstanceUID) & (scored["probability"] >= threshold), "sop_uid"])
         assert evidence_uids(kos) == positives and positives
+
+
+def test_app_writes_the_objects_score_writes(app_run: dict) -> None:
+    """SR (with the evidence region), KOS and GSPS of the app are those of `score`: same content-derived
+    SOP Instance UIDs (reports.series) and the same SR content, element for element."""
+    def by_uid(folder: Path) -> dict[str, pydicom.Dataset]:
+        return {ds.SOPInstanceUID: ds for ds in (pydicom.dcmread(p) for p in folder.rglob("*.dcm"))}
+
+    app, score = by_uid(app_run["out"]), by_uid(app_run["reference_dir"] / "dicom")
+    modalities = sorted(ds.Modality for ds in score.values())
+    assert "PR" in modalities and "KO" in modalities, modalities  # positives with a region exist
+    assert set(app) == set(score)
+    for uid, ds in score.items():
+        if ds.Modality == "SR":
+            assert sr_findings(app[uid]) == sr_findings(ds)
+            assert app[uid].ContentSequence == ds.ContentSequence
 
 
 def test_selection_rules_pick_cr_dx_ct_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

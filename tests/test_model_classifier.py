@@ -70,12 +70,12 @@ def test_an_unavailable_backend_is_refused_where_the_classifier_is_built(model_d
             assert available_backends(model, "cpu", [name])[name] in str(raised.value)
 
 
-def test_score_paths_refuses_settings_that_contradict_a_given_classifier(model_dir, tmp_path):
-    from test_score_support import make_demo_folder
+def test_score_paths_refuses_a_device_or_backend_that_contradicts_a_given_classifier(model_dir, tmp_path):
+    from test_scoring_support import make_demo_folder
 
     folder = make_demo_folder(tmp_path / "in", n=2, seed=4, size=64)
     classifier = Classifier(model_dir, threshold=0.3)
-    for setting in ({"threshold": 0.7}, {"backend": "fp32"}, {"device": "meta"}):
+    for setting in ({"backend": "fp32"}, {"device": "meta"}):
         with pytest.raises(ValueError, match=f"{next(iter(setting))} .*the Classifier has"):
             score_paths([folder], tmp_path / "refused", model=classifier, write_dicom=False, progress=False, **setting)
         assert not (tmp_path / "refused").exists()

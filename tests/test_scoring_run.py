@@ -16,7 +16,7 @@ from monai_fracture.cli import main as cli_main
 from monai_fracture.model import Classifier
 from monai_fracture.scoring import COLUMNS, score_paths
 from needs import IN_CI, missing
-from test_score_support import (
+from test_scoring_support import (
     PROBABILITY_TOLERANCE,
     assert_same_results,
     add_bad_inputs,
