@@ -11,7 +11,8 @@ import pydicom
 import pytest
 
 from monai_fracture.cli import build_parser
-from monai_fracture.reports import ImageResult, OutputWriter, StudyOutput, atomic_write_bytes, write_outputs
+from monai_fracture.files import atomic_write_bytes
+from monai_fracture.reports import ImageResult, OutputWriter, StudyOutput, write_outputs
 from monai_fracture.reports.outputs import OUTPUT_WRITERS, outputs_help, parse_outputs, register_output, unregister_output
 from test_reports_region import study  # noqa: F401  (the fixture: a study of two or more radiographs)
 

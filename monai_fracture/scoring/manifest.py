@@ -8,7 +8,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from monai_fracture.reports.files import atomic_write_bytes
+from monai_fracture.files import atomic_write_bytes
 from monai_fracture.model.classifier import Classifier
 
 
