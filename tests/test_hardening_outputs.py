@@ -15,7 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 
-import hostile
+from helpers import hostile
 from monai_fracture.reports.files import UnsafeOutputError, atomic_write_bytes, check_output_tree
 from monai_fracture.scoring.journal import Journal
 from monai_fracture.scoring.table import ResultRow, render_csv
@@ -94,7 +94,7 @@ def test_csv_cells_that_spreadsheets_would_run_are_neutralised():
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> tuple[Path, Path]:
     """A tiny model with an 8-digit threshold, and a study whose names carry PHI and control characters."""
-    from orthanc import make_tiny_model
+    from helpers.orthanc import make_tiny_model
 
     from monai_fracture.data import generate_demo_dataset
 

@@ -18,7 +18,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, UID, genera
 
 from monai_fracture.io import ImageReadError, ReadFailure, read_dicom, read_image, scan_dicom_headers
 from monai_fracture.io.dicom_pixels import _rescale, _voi_lut_depth, _window, window_to_unit
-from needs import missing
+from helpers.needs import missing
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -16,13 +16,13 @@ import pytest
 
 from monai_fracture.reports import Heatmap, ImageResult, write_study_outputs
 from monai_fracture.scoring.saliency import hot_region
-from orthanc import _unshare_prefix, namespace_unavailable_reason
+from helpers.orthanc import _unshare_prefix, namespace_unavailable_reason
 from test_score_support import dciodvfy_errors, image_files, make_demo_folder
 
 pytestmark = [pytest.mark.network]
 
 MODEL = types.SimpleNamespace(name="test-fracture", version="0.0.1")
-DRIVER = Path(__file__).resolve().parent / "orthanc_outputs.py"
+DRIVER = Path(__file__).resolve().parent / "helpers" / "orthanc_outputs.py"
 
 
 @pytest.fixture(scope="module")

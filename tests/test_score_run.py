@@ -14,7 +14,7 @@ import pytest
 
 from monai_fracture.cli import main as cli_main
 from monai_fracture.scoring import COLUMNS, Classifier, score_paths
-from needs import IN_CI, missing
+from helpers.needs import IN_CI, missing
 from test_score_support import (
     PROBABILITY_TOLERANCE,
     assert_same_results,
