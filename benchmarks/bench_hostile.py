@@ -1,6 +1,6 @@
 """Hostile inputs and node attacks, before and after the hardening (docs/security.md).
 
-Each file attack runs ``read_image`` on one generated bomb (tests/hostile.py, a few KB each) in
+Each file attack runs ``read_image`` on one generated bomb (tests/helpers/hostile.py, a few KB each) in
 a fresh interpreter under an address-space limit (``RLIMIT_AS``, default 6 GiB, so a bomb
 cannot take the shared machine down) and a wall-clock limit; the child's peak RSS
 (``ru_maxrss``), wall time and outcome are recorded. Each node attack starts a Storage SCP
@@ -31,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE / "tests"))
 
-import hostile  # noqa: E402  (tests/hostile.py: the generators)
+from helpers import hostile  # noqa: E402  (tests/helpers/hostile.py: the generators)
 
 FILE_DRIVER = r"""
 import json, resource, sys, time

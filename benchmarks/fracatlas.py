@@ -45,7 +45,9 @@ NORMALIZATION = "tf"  # TF-style scaling suits the EfficientNet-Lite ImageNet we
 
 
 @dataclass
-class Recipe:
+class FineTuneRecipe:
+    """What every FracAtlas fine-tuning run sets (this one-fold run and ``benchmarks.fracatlas_cv``)."""
+
     network: str = "efficientnet-lite0"
     size: int = 224
     epochs: int = 8
@@ -56,8 +58,12 @@ class Recipe:
     warmup_epochs: float = 0.5
     label_smoothing: float = 0.05
     folds: int = 5
-    fold: int = 0
     seed: int = 0
+
+
+@dataclass
+class Recipe(FineTuneRecipe):
+    fold: int = 0
     tta: bool = True
 
 

@@ -43,6 +43,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 
+from benchmarks.fracatlas import FineTuneRecipe
 from monai_fracture.io import ImageReadError, read_image
 from monai_fracture.networks import build_network, head_module, parameter_groups
 from monai_fracture.training.box_guidance import (
@@ -62,21 +63,12 @@ RESULTS_ROOT = Path("benchmarks/results/fracatlas_cv")
 
 
 @dataclass
-class Recipe:
-    network: str = "efficientnet-lite0"
+class Recipe(FineTuneRecipe):
     size: int = 320
     epochs: int = 10
-    batch_size: int = 32
-    head_lr: float = 1e-3
-    backbone_lr: float = 4e-4
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 0.5
-    label_smoothing: float = 0.05
     box_loss_weight: float = 0.0  # 0 = image labels only
     box_temperature: float = 1.0
     ema_decay: float = 0.0  # 0 = no EMA of weights
-    folds: int = 5
-    seed: int = 0
 
 
 # ---------------------------------------------------------------- cache of decoded, final-size images

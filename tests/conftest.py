@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from needs import IN_CI, missing
+from helpers.needs import IN_CI, missing
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MONAI_FRACTURE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))

@@ -1,4 +1,4 @@
-"""Under CI=true nothing may skip: the conftest hook and tests/needs.py, run on a small inner session."""
+"""Under CI=true nothing may skip: the conftest hook and tests/helpers/needs.py, run on a small inner session."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ TESTS = Path(__file__).resolve().parent
 
 INNER = '''
 import pytest
-from needs import tool
+from helpers.needs import tool
 
 pytest.importorskip("no_such_module_for_this_test")
 '''
 
 CASES = '''
 import pytest
-from needs import tool
+from helpers.needs import tool
 
 def test_passes():
     pass

@@ -14,7 +14,7 @@ import pytest
 from monai_fracture.data import load_datalist
 from monai_fracture.data.synthetic import generate_demo_dataset
 from monai_fracture.data.synthetic import LABEL_COLUMNS
-from needs import tool
+from helpers.needs import tool
 
 
 @pytest.fixture(scope="module")

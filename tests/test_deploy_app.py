@@ -13,7 +13,7 @@ import pandas as pd
 import pydicom
 import pytest
 
-from orthanc import KOS_STORAGE_CLASS, TINY_MODEL_THRESHOLD, evidence_uids, make_tiny_model, sr_findings, study_folders
+from helpers.orthanc import KOS_STORAGE_CLASS, TINY_MODEL_THRESHOLD, evidence_uids, make_tiny_model, sr_findings, study_folders
 
 pytest.importorskip("monai.deploy.operators.dicom_series_selector_operator", reason="monai-deploy-app-sdk not installed (pip install 'monai-fracture[deploy]')")
 pytest.importorskip("holoscan", reason="holoscan not installed (comes with monai-deploy-app-sdk)")

@@ -1,7 +1,7 @@
 """Every command block in README.md and docs/*.md runs here, or says (with a marker) why it cannot.
 
 So the docs cannot drift from the code: a renamed option, a wrong path or a changed default
-breaks this test. The markers are described in tests/docblocks.py and docs/contributing.md.
+breaks this test. The markers are described in tests/helpers/docblocks.py and docs/contributing.md.
 Blocks of one page run in order in one scratch folder (a later block may use what an earlier
 one wrote), with `bundles/` and `.venv` linked from this checkout and this checkout's package
 first on PYTHONPATH.
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from docblocks import Block, MarkerError, documentation_files, parse_blocks
-from needs import missing
+from helpers.docblocks import Block, MarkerError, documentation_files, parse_blocks
+from helpers.needs import missing
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BLOCK_TIMEOUT_S = 600

@@ -18,7 +18,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, UID, genera
 
 from monai_fracture.io import ImageReadError, ReadFailure, read_dicom, read_image, scan_dicom_headers
 from monai_fracture.io.dicom_pixels import _rescale, _voi_lut_depth, _window, window_to_unit
-from needs import missing
+from helpers.needs import missing
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -66,6 +66,25 @@ def make_image(
 def save(ds: Dataset, path: Path) -> Path:
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def modality_lut_image(descriptor: list[int], entries: list[int]) -> Dataset:
+    """An OT image whose Modality LUT Sequence holds ``entries`` (US) under LUT Descriptor ``descriptor``."""
+    item = Dataset()
+    item.LUTDescriptor = descriptor
+    item.ModalityLUTType = "US"
+    item.LUTData = entries
+    ds = make_image(modality="OT", ModalityLUTSequence=[item])
+    ds.ModalityLUTSequence[0]["LUTData"].VR = "US"
+    return ds
+
+
+def refusal(path: Path, reason: ReadFailure) -> str:
+    """Read ``path`` expecting an ImageReadError that names the file and ``reason``; its detail."""
+    with pytest.raises(ImageReadError) as raised:
+        read_dicom(path)
+    assert (raised.value.path, raised.value.reason) == (str(path), reason)
+    return raised.value.detail
 
 
 def linear(x: np.ndarray, c: float, w: float) -> np.ndarray:
@@ -218,12 +237,7 @@ def test_voi_lut_sequence_is_preferred_to_the_window(tmp_path: Path) -> None:
 
 def test_modality_lut_sequence(tmp_path: Path) -> None:
     table = ((4095 - np.arange(4096)) * 3).astype(np.uint16)  # a decreasing modality LUT
-    item = Dataset()
-    item.LUTDescriptor = [4096, 0, 16]  # PS3.3 C.11.1.1.1: 8 or 16 bits per entry
-    item.ModalityLUTType = "US"
-    item.LUTData = table.tolist()
-    ds = make_image(modality="OT", ModalityLUTSequence=[item])
-    ds.ModalityLUTSequence[0]["LUTData"].VR = "US"
+    ds = modality_lut_image([4096, 0, 16], table.tolist())  # PS3.3 C.11.1.1.1: 8 or 16 bits per entry
     values, _ = read_dicom(save(ds, tmp_path / "modlut.dcm"))
     np.testing.assert_array_equal(values, table[STORED].astype(np.float32))
 
@@ -756,27 +770,14 @@ def test_an_unreadable_rescale_string_names_the_file(tmp_path: Path) -> None:
 
 
 def test_an_unusable_modality_lut_names_the_file(tmp_path: Path) -> None:
-    item = Dataset()
-    item.LUTDescriptor = [4096, 0, 16]
-    item.ModalityLUTType = "US"
-    item.LUTData = [1, 2, 3]  # far fewer entries than the descriptor promises
-    ds = make_image(modality="OT", ModalityLUTSequence=[item])
-    ds.ModalityLUTSequence[0]["LUTData"].VR = "US"
+    ds = modality_lut_image([4096, 0, 16], [1, 2, 3])  # far fewer entries than the descriptor promises
     path = save(ds, tmp_path / "badlut.dcm")
-    with pytest.raises(ImageReadError) as raised:
-        read_dicom(path)
-    assert (raised.value.path, raised.value.reason) == (str(path), ReadFailure.INVALID_VALUE)
-    assert raised.value.detail.startswith("Modality LUT Sequence unusable: ")
+    assert refusal(path, ReadFailure.INVALID_VALUE).startswith("Modality LUT Sequence unusable: ")
 
 
 def test_modality_lut_value_range_follows_its_bit_depth(tmp_path: Path) -> None:
     table = (np.arange(4096) // 16).astype(np.uint16)
-    item = Dataset()
-    item.LUTDescriptor = [4096, 0, 8]
-    item.ModalityLUTType = "US"
-    item.LUTData = table.tolist()
-    ds = make_image(modality="OT", ModalityLUTSequence=[item])
-    ds.ModalityLUTSequence[0]["LUTData"].VR = "US"
+    ds = modality_lut_image([4096, 0, 8], table.tolist())
     values, meta = read_dicom(save(ds, tmp_path / "lut8.dcm"))
     np.testing.assert_array_equal(values, table[STORED].astype(np.float32))
     assert meta["value_range"] == (0.0, 255.0) and meta["presentation_ready"] is False
@@ -845,10 +846,7 @@ def test_a_broken_palette_names_the_file(tmp_path: Path) -> None:
         setattr(ds, f"{name}PaletteColorLookupTableDescriptor", [4, 0, 16])
         setattr(ds, f"{name}PaletteColorLookupTableData", b"\x00\x01")  # one entry for four
     path = save(ds, tmp_path / "palette.dcm")
-    with pytest.raises(ImageReadError) as raised:
-        read_dicom(path)
-    assert (raised.value.path, raised.value.reason) == (str(path), ReadFailure.INVALID_VALUE)
-    assert raised.value.detail.startswith("palette colour lookup failed: ")
+    assert refusal(path, ReadFailure.INVALID_VALUE).startswith("palette colour lookup failed: ")
 
 
 def test_colour_images_report_no_window_and_no_inversion(tmp_path: Path) -> None:

@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import HTJ2KLossless, HTJ2KLosslessRPCL, generate_uid
+from pydicom.uid import HTJ2KLossless, HTJ2KLosslessRPCL
 
 from monai_fracture.io import read_dicom
+from helpers.dicom_files import dx_header
 
 imagecodecs = pytest.importorskip("imagecodecs", reason="imagecodecs (the HTJ2K encoder for this test) not installed")
 
 
 def _htj2k_dx(path, pixels: np.ndarray, syntax) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # DX For Presentation
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = syntax
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality, ds.PatientID = "DX", "HTJ2K-TEST"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds = dx_header(syntax, *pixels.shape, bits_allocated=16, bits_stored=12, patient_id="HTJ2K-TEST")
     ds.ImagerPixelSpacing = [0.15, 0.15]
     ds.PixelData = encapsulate([imagecodecs.htj2k_encode(pixels, level=0)])
     ds["PixelData"].VR = "OB"

@@ -71,7 +71,7 @@ def test_an_unavailable_backend_is_refused_where_the_classifier_is_built(model_d
 
 
 def test_score_paths_refuses_a_device_or_backend_that_contradicts_a_given_classifier(model_dir, tmp_path):
-    from test_scoring_support import make_demo_folder
+    from helpers.scoring import make_demo_folder
 
     folder = make_demo_folder(tmp_path / "in", n=2, seed=4, size=64)
     classifier = Classifier(model_dir, threshold=0.3)

@@ -15,7 +15,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Comprehensive3DSRStorage, KeyObjectSelectionDocumentStorage
 
-from orthanc import evidence_uids, make_tiny_model, sr_findings, store_files, study_folders
+from helpers.orthanc import evidence_uids, make_tiny_model, sr_findings, store_files, study_folders
 from monai_fracture.pacs import DicomNode, NodeConfig
 from monai_fracture.pacs.config import Destination
 

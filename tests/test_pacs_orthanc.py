@@ -1,6 +1,6 @@
 """`monai-fracture serve` beside a real Orthanc, both inside a private network namespace.
 
-One driver run (tests/orthanc.py) does the network work; these tests check what came back:
+One driver run (tests/helpers/orthanc.py) does the network work; these tests check what came back:
 each study's SR is in Orthanc, in the right study, referencing exactly the study's images,
 with the probability our batch scorer computes for those same files.
 """
@@ -13,8 +13,8 @@ import pandas as pd
 import pydicom
 import pytest
 
-from needs import missing
-from orthanc import (
+from helpers.needs import missing
+from helpers.orthanc import (
     KOS_STORAGE_CLASS,
     evidence_uids,
     make_tiny_model,

@@ -16,8 +16,9 @@ from monai_fracture.reports import (
     write_study_outputs,
 )
 from monai_fracture.reports.evidence import PATIENT_STUDY_KEYWORDS
-from needs import tool
-from test_scoring_support import dciodvfy_errors, image_files, make_demo_folder
+from helpers.dicom_files import content_items, first_multi_image_study
+from helpers.needs import tool
+from helpers.scoring import dciodvfy_errors, image_files, make_demo_folder
 
 MODEL = types.SimpleNamespace(name="test-fracture", version="0.0.1")
 
@@ -26,27 +27,11 @@ MODEL = types.SimpleNamespace(name="test-fracture", version="0.0.1")
 def study(tmp_path_factory) -> list[pydicom.Dataset]:
     """The synthetic study with two images (AP + LAT), read as full datasets."""
     folder = make_demo_folder(tmp_path_factory.mktemp("demo"), n=8, seed=0, size=96)
-    datasets = [pydicom.dcmread(p) for p in image_files(folder)]
-    by_study: dict[str, list[pydicom.Dataset]] = {}
-    for ds in datasets:
-        by_study.setdefault(ds.StudyInstanceUID, []).append(ds)
-    multi = [group for group in by_study.values() if len(group) >= 2]
-    assert multi, "the demo set should contain a study with two images"
-    return multi[0]
-
-
-def _content_items(ds, value_type=None):
-    """All content items of an SR tree, depth first."""
-    stack = list(getattr(ds, "ContentSequence", []))
-    while stack:
-        item = stack.pop(0)
-        if value_type is None or item.ValueType == value_type:
-            yield item
-        stack[0:0] = list(getattr(item, "ContentSequence", []))
+    return first_multi_image_study(pydicom.dcmread(p) for p in image_files(folder))
 
 
 def _groups(sr):
-    return [i for i in _content_items(sr, "CONTAINER") if i.ConceptNameCodeSequence[0].CodeValue == "125007"]
+    return [i for i in content_items(sr, "CONTAINER") if i.ConceptNameCodeSequence[0].CodeValue == "125007"]
 
 
 def _written(paths, prefix):
@@ -80,19 +65,19 @@ def test_sr_kos_sc_content_and_validity(study, tmp_path):
     for keyword in PATIENT_STUDY_KEYWORDS:
         assert str(sr.get(keyword, "")) == str(study[0].get(keyword, "")), keyword
     assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
-    procedure = [i for i in _content_items(sr, "CODE") if i.ConceptNameCodeSequence[0].CodeValue == "121058"]
+    procedure = [i for i in content_items(sr, "CODE") if i.ConceptNameCodeSequence[0].CodeValue == "121058"]
     assert procedure[0].ConceptCodeSequence[0].CodeValue == "168537006"  # plain radiography
-    observer = [i for i in _content_items(sr, "CODE") if i.ConceptNameCodeSequence[0].CodeValue == "121005"]
+    observer = [i for i in content_items(sr, "CODE") if i.ConceptNameCodeSequence[0].CodeValue == "121005"]
     assert observer[0].ConceptCodeSequence[0].CodeValue == "121007"  # device observer
 
     groups = _groups(sr)
     assert len(groups) == 2
     found = {}
     for group in groups:
-        refs = [i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for i in _content_items(group, "IMAGE")]
+        refs = [i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for i in content_items(group, "IMAGE")]
         assert len(refs) == 1
         evaluation = [
-            i for i in _content_items(group, "CODE") if i.ConceptNameCodeSequence[0].CodeValue == "125605004"
+            i for i in content_items(group, "CODE") if i.ConceptNameCodeSequence[0].CodeValue == "125605004"
         ]
         assert len(evaluation) == 1 and evaluation[0].ConceptNameCodeSequence[0].CodingSchemeDesignator == "SCT"
         numbers = {
@@ -100,10 +85,10 @@ def test_sr_kos_sc_content_and_validity(study, tmp_path):
                 float(i.MeasuredValueSequence[0].NumericValue),
                 i.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue,
             )
-            for i in _content_items(group, "NUM")
+            for i in content_items(group, "NUM")
         }
         algorithm = {
-            i.ConceptNameCodeSequence[0].CodeMeaning: i.TextValue for i in _content_items(group, "TEXT")
+            i.ConceptNameCodeSequence[0].CodeMeaning: i.TextValue for i in content_items(group, "TEXT")
         }
         assert algorithm["Algorithm Name"] == "test-fracture" and algorithm["Algorithm Version"] == "0.0.1"
         found[refs[0]] = (evaluation[0].ConceptCodeSequence[0].CodeValue, numbers)
@@ -123,7 +108,7 @@ def test_sr_kos_sc_content_and_validity(study, tmp_path):
     kos = pydicom.dcmread(ko_paths[0])
     assert kos.SOPClassUID == pydicom.uid.KeyObjectSelectionDocumentStorage
     assert kos.ConceptNameCodeSequence[0].CodeValue == "113000"  # Of Interest
-    kos_refs = [i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for i in _content_items(kos, "IMAGE")]
+    kos_refs = [i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for i in content_items(kos, "IMAGE")]
     assert kos_refs == [positive.SOPInstanceUID]
     assert kos.StudyInstanceUID == positive.StudyInstanceUID and kos.PatientID == positive.PatientID
 

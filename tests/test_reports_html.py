@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orthanc import make_tiny_model
+from helpers.orthanc import make_tiny_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None)

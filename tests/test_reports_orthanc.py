@@ -16,13 +16,13 @@ import pytest
 
 from monai_fracture.reports import Heatmap, ImageResult, write_study_outputs
 from monai_fracture.model.gradcam import hot_region
-from orthanc import _unshare_prefix, namespace_unavailable_reason
-from test_scoring_support import dciodvfy_errors, image_files, make_demo_folder
+from helpers.orthanc import _unshare_prefix, namespace_unavailable_reason
+from helpers.scoring import dciodvfy_errors, image_files, make_demo_folder
 
 pytestmark = [pytest.mark.network]
 
 MODEL = types.SimpleNamespace(name="test-fracture", version="0.0.1")
-DRIVER = Path(__file__).resolve().parent / "orthanc_outputs.py"
+DRIVER = Path(__file__).resolve().parent / "helpers" / "orthanc_outputs.py"
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ import pytest
 
 from monai_fracture.reports import ImageResult, parse_outputs, write_study_outputs
 from monai_fracture.model.gradcam import hot_region
-from test_scoring_support import dciodvfy_errors, image_files, make_demo_folder
+from helpers.dicom_files import content_items, first_multi_image_study
+from helpers.scoring import dciodvfy_errors, image_files, make_demo_folder
 
 MODEL = types.SimpleNamespace(name="test-fracture", version="0.0.1")
 OTHER_MODEL = types.SimpleNamespace(name="test-fracture", version="0.0.2")
@@ -25,11 +26,7 @@ OTHER_MODEL = types.SimpleNamespace(name="test-fracture", version="0.0.2")
 def study(tmp_path_factory) -> list[pydicom.Dataset]:
     """A synthetic study with at least two radiographs, as full datasets."""
     folder = make_demo_folder(tmp_path_factory.mktemp("demo"), n=8, seed=0, size=96)
-    by_study: dict[str, list[pydicom.Dataset]] = {}
-    for path in image_files(folder):
-        ds = pydicom.dcmread(path)
-        by_study.setdefault(ds.StudyInstanceUID, []).append(ds)
-    return next(group for group in by_study.values() if len(group) >= 2)
+    return first_multi_image_study(pydicom.dcmread(p) for p in image_files(folder))
 
 
 def _results(study, threshold: float = 0.4, peak: tuple[int, int] | None = None) -> list[ImageResult]:
@@ -47,15 +44,6 @@ def _results(study, threshold: float = 0.4, peak: tuple[int, int] | None = None)
 
 def _by_prefix(paths, prefix):
     return [p for p in paths if p.name.startswith(prefix + "_")]
-
-
-def _items(ds, value_type=None):
-    stack = list(getattr(ds, "ContentSequence", []))
-    while stack:
-        item = stack.pop(0)
-        if value_type is None or item.ValueType == value_type:
-            yield item
-        stack[0:0] = list(getattr(item, "ContentSequence", []))
 
 
 def test_hot_region_outlines_the_peak():
@@ -81,7 +69,7 @@ def test_sr_region_text_and_gsps(study, tmp_path):
     positive = study[0]
 
     sr = pydicom.dcmread(_by_prefix(paths, "SR")[0])
-    scoords = list(_items(sr, "SCOORD"))
+    scoords = list(content_items(sr, "SCOORD"))
     assert len(scoords) == 1, "one region: the positive image"
     scoord = scoords[0]
     assert scoord.GraphicType == "POLYLINE" and scoord.ConceptNameCodeSequence[0].CodeValue == "111030"  # Image Region
@@ -89,13 +77,13 @@ def test_sr_region_text_and_gsps(study, tmp_path):
     assert np.allclose(points[0], points[-1])
     expected = results[0].region.scoord_outline()
     assert np.allclose(points, expected, atol=1e-3)
-    referenced = [i for i in _items(scoord, "IMAGE")]
+    referenced = [i for i in content_items(scoord, "IMAGE")]
     assert referenced[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == positive.SOPInstanceUID
     # peak inside the polygon's bounding box, in the source's pixel grid
     col, row = results[0].region.scoord_peak()[0]
     assert points[:, 0].min() <= col <= points[:, 0].max() and points[:, 1].min() <= row <= points[:, 1].max()
     assert points[:, 0].max() <= positive.Columns + 0.5 and points[:, 1].max() <= positive.Rows + 0.5
-    texts = [i.TextValue for i in _items(sr, "TEXT") if i.ConceptNameCodeSequence[0].CodeValue == "C0034375"]
+    texts = [i.TextValue for i in content_items(sr, "TEXT") if i.ConceptNameCodeSequence[0].CodeValue == "C0034375"]
     assert sorted(texts) == [
         "Fracture suspected (probability 0.88, threshold 0.40; model test-fracture 0.0.1)",
         "No fracture detected (probability 0.12, threshold 0.40; model test-fracture 0.0.1)",

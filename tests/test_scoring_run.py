@@ -15,8 +15,9 @@ import pytest
 from monai_fracture.cli import main as cli_main
 from monai_fracture.model import Classifier
 from monai_fracture.scoring import COLUMNS, score_paths
-from needs import IN_CI, missing
-from test_scoring_support import (
+from helpers.dicom_files import content_items
+from helpers.needs import IN_CI, missing
+from helpers.scoring import (
     PROBABILITY_TOLERANCE,
     assert_same_results,
     add_bad_inputs,
@@ -63,14 +64,6 @@ def scored(setup, tmp_path_factory):
     summary = score_paths([folder], out, model=model, batch_size=4, workers=1, heatmaps=True, progress=False)
     WALL_S[out] = time.perf_counter() - started
     return summary, out
-
-
-def _sr_items(ds):
-    stack = list(getattr(ds, "ContentSequence", []))
-    while stack:
-        item = stack.pop(0)
-        yield item
-        stack[0:0] = list(getattr(item, "ContentSequence", []))
 
 
 def test_every_input_exactly_once_with_the_right_status(setup, scored):
@@ -123,9 +116,9 @@ def test_sr_and_kos_agree_with_results(scored):
         source = pydicom.dcmread(study_rows["path"].iloc[0], stop_before_pixels=True)
         for keyword in ("PatientID", "PatientName", "AccessionNumber", "StudyDate", "StudyID"):
             assert str(sr.get(keyword, "")) == str(source.get(keyword, "")), keyword
-        groups = [i for i in _sr_items(sr) if i.ValueType == "CONTAINER" and i.ConceptNameCodeSequence[0].CodeValue == "125007"]
+        groups = [i for i in content_items(sr) if i.ValueType == "CONTAINER" and i.ConceptNameCodeSequence[0].CodeValue == "125007"]
         for group in groups:
-            items = list(_sr_items(group))
+            items = list(content_items(group))
             ref = [i for i in items if i.ValueType == "IMAGE"][0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
             probability = [i for i in items if i.ValueType == "NUM" and i.ConceptNameCodeSequence[0].CodeValue == "122157"][0]
             value = [i for i in items if i.ValueType == "CODE" and i.ConceptNameCodeSequence[0].CodeValue == "125605004"][0]
@@ -137,7 +130,7 @@ def test_sr_and_kos_agree_with_results(scored):
         kos_files = list(path.parent.glob("KO_*.dcm"))
         if positives:
             kos = pydicom.dcmread(kos_files[0])
-            refs = {i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for i in _sr_items(kos) if i.ValueType == "IMAGE"}
+            refs = {i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for i in content_items(kos) if i.ValueType == "IMAGE"}
             assert refs == positives
         else:
             assert kos_files == []
@@ -271,7 +264,7 @@ def test_ct_series_scored_as_volumes_or_skipped_without_ct_model(setup, tmp_path
     sr_files = list((tmp_path / "with").glob("dicom/*/SR_*.dcm"))
     assert len(sr_files) == 1
     sr = pydicom.dcmread(sr_files[0])
-    items = list(_sr_items(sr))
+    items = list(content_items(sr))
     refs = {i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for i in items if i.ValueType == "IMAGE"}
     assert refs == set(rows["sop_uid"])
     procedure = [i for i in items if i.ValueType == "CODE" and i.ConceptNameCodeSequence[0].CodeValue == "121058"]

@@ -12,7 +12,7 @@ import pytest
 from monai_fracture.model import Classifier
 from monai_fracture.scoring import Evidence, ScoredBatch, StudyScore, score_items, score_paths
 from monai_fracture.scoring.catalog import build_catalog, walk_inputs
-from test_scoring_support import image_files, make_demo_folder, make_model
+from helpers.scoring import image_files, make_demo_folder, make_model
 
 
 @pytest.fixture(scope="module")

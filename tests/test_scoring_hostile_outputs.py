@@ -15,7 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 
-import hostile
+from helpers import hostile
 from monai_fracture.files import UnsafeOutputError, atomic_write_bytes
 from monai_fracture.reports.files import check_output_tree
 from monai_fracture.scoring.journal import Journal
@@ -95,7 +95,7 @@ def test_csv_cells_that_spreadsheets_would_run_are_neutralised():
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> tuple[Path, Path]:
     """A tiny model with an 8-digit threshold, and a study whose names carry PHI and control characters."""
-    from orthanc import make_tiny_model
+    from helpers.orthanc import make_tiny_model
 
     from monai_fracture.data.synthetic import generate_demo_dataset
 
@@ -153,7 +153,7 @@ def test_logs_hold_no_phi_and_names_are_cleaned_in_our_objects(whole_run):
         assert str(ds.ReferringPhysicianName) == "DOEINJECTED[31m"
         assert str(ds.AccessionNumber) == "ACC1"
         if shutil.which("dciodvfy"):
-            from test_scoring_support import dciodvfy_errors
+            from helpers.scoring import dciodvfy_errors
 
             assert dciodvfy_errors(path) == [], path
     for path in [out / "journal.jsonl", out / "results.csv", out / "manifest.json", *objects]:

@@ -3,7 +3,7 @@
 Orthanc has no bind-address option (it listens on 0.0.0.0), so everything that talks to it runs
 inside ``unshare --net`` where only loopback exists. The pytest process stays outside: it
 prepares studies and a model, runs this file as a driver inside a fresh namespace
-(``python tests/orthanc.py SPEC.json``), and then asserts on what the driver fetched back from
+(``python tests/helpers/orthanc.py SPEC.json``), and then asserts on what the driver fetched back from
 Orthanc (result objects as files, plus a JSON log of what happened). When the driver exits,
 its namespace, Orthanc and our node are gone with it.
 

@@ -1,7 +1,7 @@
 """Hostile inputs (issue 13): decompression bombs under a memory limit, stream-header fuzzing,
 FIFOs, unreadable folders, unusable content, and a scoring run that survives all of them.
 
-Bombs are generated (tests/hostile.py, about 1 KB each); every read runs in a child process
+Bombs are generated (tests/helpers/hostile.py, about 1 KB each); every read runs in a child process
 under ``RLIMIT_AS`` so a regression fails the test instead of taking the machine down.
 """
 
@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import hostile
+from helpers import hostile
 from monai_fracture.io import ImageReadError, read_image
 from monai_fracture.io.content import check_usable_content
 from monai_fracture.io.pixel_limits import check_rle_header, j2k_geometry, jpeg_geometry
@@ -190,7 +190,7 @@ def test_dicm_magic_followed_by_noise_fails_instead_of_being_skipped(tmp_path):
 # ------------------------------------------------------------------ a scoring run that meets all of it
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from orthanc import make_tiny_model
+    from helpers.orthanc import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("model"), size=64)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 
-from needs import tool
+from helpers.needs import tool
 
 MODEL_SIZE = 64  # network input: small enough for CPU tests, large enough for EfficientNet's strides
 

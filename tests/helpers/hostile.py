@@ -12,7 +12,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -22,27 +22,16 @@ from pydicom.uid import (
     JPEGBaseline8Bit,
     JPEGLSLossless,
     RLELossless,
-    generate_uid,
 )
+
+from helpers.dicom_files import dx_header
 
 ROWS = COLUMNS = 16
 
 
 def small_dx(syntax=ExplicitVRLittleEndian, bits: int = 8, rows: int = ROWS, columns: int = COLUMNS) -> Dataset:
     """A DX header (no pixels yet) that the reader accepts."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = syntax
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality, ds.PatientID, ds.PatientName = "DX", "HOSTILE", "Test^Hostile"
-    ds.Rows, ds.Columns = rows, columns
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
-    return ds
+    return dx_header(syntax, rows, columns, bits_allocated=bits, patient_id="HOSTILE", patient_name="Test^Hostile")
 
 
 def _pixels(bits: int = 8) -> np.ndarray:
