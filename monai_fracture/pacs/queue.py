@@ -52,12 +52,16 @@ def uid_key(uid: str) -> str:
     return hashlib.sha256(uid.encode("ascii", "replace")).hexdigest()[:16]
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write then rename, so a crash leaves either the old file or the new one, never half of one."""
+def atomic_write_bytes(path: Path, data: bytes | Path) -> None:
+    """Write (or copy a file, in chunks) then rename, so a crash leaves either the old file or the new one."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            if isinstance(data, Path):
+                with data.open("rb") as source:
+                    shutil.copyfileobj(source, handle, 1 << 20)
+            else:
+                handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -216,15 +220,16 @@ class StudyQueue:
         self._receiving[study_uid] = job_id
         return job
 
-    def add_instance(self, job: StudyJob, sop_uid: str, encoded: bytes) -> Path:
-        """Store one instance (DICOM file bytes) of a job reserved by :meth:`begin_instance`."""
+    def add_instance(self, job: StudyJob, sop_uid: str, encoded: bytes | Path) -> Path:
+        """Store one instance (DICOM file bytes, or a received file to copy) of a job reserved by :meth:`begin_instance`."""
         path = job.instances_dir / f"{uid_key(sop_uid)}.dcm"
         try:
             previous = path.stat().st_size if path.exists() else 0
             atomic_write_bytes(path, encoded)
+            size = encoded.stat().st_size if isinstance(encoded, Path) else len(encoded)
             with self._lock:
                 job.n_instances += 0 if previous else 1
-                job.bytes += len(encoded) - previous
+                job.bytes += size - previous
                 job.last_received = time.time()
                 self.save(job)
         finally:
