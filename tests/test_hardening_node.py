@@ -229,7 +229,8 @@ paths = [write(i, n) for i, n in enumerate(sizes)]
 ae = AE(ae_title="LEGIT")
 ae.add_requested_context(SecondaryCaptureImageStorage, ExplicitVRLittleEndian)
 ae.add_requested_context(Verification)
-ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = 60
+ae.acse_timeout = ae.network_timeout = 60
+ae.dimse_timeout = 8  # pynetdicom waits this long for a reply on an association the node aborted mid-send
 assoc = ae.associate("127.0.0.1", port, ae_title="MONAI_FRACTURE")
 statuses = []
 for path in paths:
