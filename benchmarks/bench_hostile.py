@@ -3,10 +3,11 @@
 Each file attack runs ``read_image`` on one generated bomb (tests/hostile.py, a few KB each) in
 a fresh interpreter under an address-space limit (``RLIMIT_AS``, default 6 GiB, so a bomb
 cannot take the shared machine down) and a wall-clock limit; the child's peak RSS
-(``ru_maxrss``), wall time and outcome are recorded. Each node attack starts a Storage SCP
-in a fresh interpreter (the code under test's own server) on 127.0.0.1 and attacks it from
-this process with bounded loops; the server's RSS growth and whether a legitimate C-ECHO
-still gets through are recorded.
+(``ru_maxrss``), wall time and outcome are recorded. The node attacks run against a Storage SCP
+in a fresh interpreter (the code under test's own server, 16 KiB PDUs and a 64 MiB data set
+cap where it has those settings) on 127.0.0.1, from this process or a sender child, with
+bounded loops; the server's peak RSS growth (VmHWM, reset before each attack) and whether a
+legitimate C-ECHO still gets through are recorded.
 
 ``--root DIR`` selects the code under test (a checkout of monai-fracture; children run with it
 as their working folder's PYTHONPATH, never this tree): run it once on the
@@ -56,7 +57,12 @@ from pathlib import Path
 from monai_fracture.pacs.config import build_config
 from monai_fracture.pacs.queue import StudyQueue
 from monai_fracture.pacs.scp import StorageHandlers, build_storage_ae
-config = build_config({"work_dir": sys.argv[1], "port": 0})
+for extra in ({"max_pdu_bytes": 16384, "max_dataset_bytes": 64 << 20}, {"max_pdu_bytes": 16384}, {}):
+    try:  # the streamed-store cap where the code under test has one; small PDUs where it can set them
+        config = build_config({"work_dir": sys.argv[1], "port": 0, **extra})
+        break
+    except (TypeError, ValueError):
+        continue
 ae = build_storage_ae(config)
 handlers = StorageHandlers(StudyQueue(config.work_dir, 10, 1 << 30)).handlers()
 try:
@@ -67,10 +73,14 @@ except ImportError:
     server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+def peak():  # VmHWM: the peak RSS since the last reset
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 print(json.dumps({"port": server.server_address[1], "rss_mib": rss()}), flush=True)
-peak = rss()
-while sys.stdin.readline():
-    print(json.dumps({"rss_mib": rss(), "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+while line := sys.stdin.readline():
+    if line.strip() == "reset":
+        open("/proc/self/clear_refs", "w").write("5")  # reset VmHWM to the current RSS (Linux >= 4.0)
+    print(json.dumps({"rss_mib": rss(), "peak_mib": peak()}), flush=True)
 """
 
 
@@ -136,8 +146,8 @@ def node_attacks(root: Path, work: Path, send_mib: int, idle: int) -> list[dict]
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert proc.stdout is not None and proc.stdin is not None
 
-    def sample() -> dict:
-        proc.stdin.write("\n")
+    def sample(command: str = "") -> dict:
+        proc.stdin.write(command + "\n")
         proc.stdin.flush()
         return json.loads(proc.stdout.readline())
 
@@ -146,7 +156,7 @@ def node_attacks(root: Path, work: Path, send_mib: int, idle: int) -> list[dict]
         start = json.loads(proc.stdout.readline())
         port = start["port"]
         # 1. an A-ASSOCIATE-RQ whose header claims 4 GB, then send_mib MiB of it
-        before = sample()
+        before = sample("reset")
         sock = socket.create_connection(("127.0.0.1", port), source_address=(ATTACKER, 0))
         sent, chunk, refused = 0, bytes(1 << 20), False
         try:
@@ -162,7 +172,19 @@ def node_attacks(root: Path, work: Path, send_mib: int, idle: int) -> list[dict]
         rows.append({"attack": f"A-ASSOCIATE-RQ claiming 4 GB, {send_mib} MiB sent", "sent_mib": sent >> 20,
                      "closed_by_node": refused, "rss_growth_mib": round(after["peak_mib"] - before["rss_mib"], 1)})
         print(json.dumps(rows[-1]), flush=True)
-        # 2. idle TCP connections, then a legitimate C-ECHO while they are open and after they close
+        # 2. one C-STORE data set of send_mib MiB streamed in 16 KiB P-DATA PDUs, then a small one
+        before = sample("reset")
+        started = time.perf_counter()
+        sent = subprocess.run([sys.executable, "-c", hostile.STREAMED_STORE_SENDER, str(port), str(work.parent),
+                               f"{send_mib << 20},{256 << 10}"], capture_output=True, text=True, timeout=600)
+        after = sample()
+        result = json.loads(sent.stdout.strip().splitlines()[-1]) if sent.returncode == 0 else {"error": sent.stderr[-300:]}
+        rows.append({"attack": f"C-STORE of {send_mib} MiB in {result.get('pdu')}-byte PDUs, then 256 KiB",
+                     "statuses": [f"0x{s:04X}" if s is not None else None for s in result.get("statuses", [])],
+                     "wall_s": round(time.perf_counter() - started, 1), "echo_after": _echo(port), **result,
+                     "rss_growth_mib": round(after["peak_mib"] - before["rss_mib"], 1)})
+        print(json.dumps(rows[-1]), flush=True)
+        # 3. idle TCP connections, then a legitimate C-ECHO while they are open and after they close
         conns = []
         for _ in range(idle):
             try:

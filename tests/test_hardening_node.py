@@ -20,6 +20,8 @@ from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import Verification
 
+import hostile  # tests/hostile.py: the generators shared with benchmarks/bench_hostile.py
+
 from monai_fracture.pacs.config import build_config
 from monai_fracture.pacs.guard import start_guarded_server
 from monai_fracture.pacs.queue import StudyQueue
@@ -198,54 +200,6 @@ def test_stow_password_comes_from_a_file_or_the_environment_never_argv(tmp_path,
 
 
 # ------------------------------------------------------------------ data sets streamed in many small PDUs
-SENDER = r"""
-import json, sys
-import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-from pynetdicom import AE, _config
-from pynetdicom.sop_class import Verification
-
-port, folder, sizes = int(sys.argv[1]), sys.argv[2], [int(s) for s in sys.argv[3].split(",")]
-_config.STORE_SEND_CHUNKED_DATASET = True  # streamed from the file in PDUs of the node's maximum length
-
-
-def write(index, nbytes):
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = "1.2.3.4", "1.2.3.4.5", "OT"
-    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = nbytes // 1024, 512, 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.PixelData = bytes(ds.Rows * 1024)
-    path = f"{folder}/{index}.dcm"
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
-paths = [write(i, n) for i, n in enumerate(sizes)]
-ae = AE(ae_title="LEGIT")
-ae.add_requested_context(SecondaryCaptureImageStorage, ExplicitVRLittleEndian)
-ae.add_requested_context(Verification)
-ae.acse_timeout = ae.network_timeout = 60
-ae.dimse_timeout = 8  # pynetdicom waits this long for a reply on an association the node aborted mid-send
-assoc = ae.associate("127.0.0.1", port, ae_title="MONAI_FRACTURE")
-statuses = []
-for path in paths:
-    if not assoc.is_established:
-        statuses.append(None)
-        continue
-    status = assoc.send_c_store(path)
-    statuses.append(int(status.Status) if status and "Status" in status else None)
-pdu = assoc.acceptor.maximum_length
-if assoc.is_established:
-    assoc.release()
-print(json.dumps({"statuses": statuses, "pdu": pdu}))
-"""
-
-
 def _rss_mib() -> float:
     return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**20
 
@@ -266,7 +220,7 @@ def _send_streamed(tmp_path: Path, port: int, sizes: list[int]) -> tuple[dict, f
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        proc = subprocess.run([sys.executable, "-c", SENDER, str(port), str(folder), ",".join(map(str, sizes))],
+        proc = subprocess.run([sys.executable, "-c", hostile.STREAMED_STORE_SENDER, str(port), str(folder), ",".join(map(str, sizes))],
                               capture_output=True, text=True, timeout=240)
     finally:
         done[0] = True
