@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,7 +25,7 @@ from hypothesis import strategies as st
 import hostile
 from monai_fracture.io import ImageReadError, read_image
 from monai_fracture.io.content import check_usable_content
-from monai_fracture.io.pixel_limits import check_rle_header, j2k_geometry, jpeg_geometry
+from monai_fracture.io.pixel_limits import BUDGET_ENVIRONMENT, check_rle_header, j2k_geometry, jpeg_geometry
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 1 << 30  # 1 GiB of address space: the reader needs ~200 MB, every bomb asks for 4 GB or more
@@ -74,9 +75,73 @@ def test_deflate_bomb_is_measured_in_bounded_chunks(tmp_path):
     small = hostile.write_deflate_bomb(tmp_path / "small.dcm", 1 << 20)
     assert bomb.stat().st_size < 2 << 20
     outcome = _read_in_child([bomb, small])
-    assert outcome[str(bomb)][0] == "unsupported_geometry" and "inflates past" in outcome[str(bomb)][1]
+    assert outcome[str(bomb)][0] == "over_memory_budget" and "inflates past" in outcome[str(bomb)][1]
     # under the limit the file is parsed as usual (its excess pixel data is refused for its own reason)
     assert "inflates past" not in outcome[str(small)][1]
+
+
+# ------------------------------------------------------------------ the per-image memory budget
+def _native(path: Path, rows: int, columns: int, frames: int = 1, modality: str = "DX", z: float | None = None) -> Path:
+    ds = hostile.small_dx(bits=16, rows=rows, columns=columns)
+    ds.Modality = modality
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    if z is not None:  # a CT slice of one series
+        ds.SeriesInstanceUID = ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.13"
+        ds.ImageOrientationPatient, ds.ImagePositionPatient = [1, 0, 0, 0, 1, 0], [0, 0, z]
+        ds.PixelSpacing, ds.SliceThickness, ds.RescaleSlope, ds.RescaleIntercept = [0.5, 0.5], 1.0, 1, -1024
+    ds.PixelData = np.random.default_rng(0).integers(0, 4000, (frames, rows, columns), dtype=np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _read_with_budget(monkeypatch, path, budget_bytes: int) -> str:
+    monkeypatch.setenv(BUDGET_ENVIRONMENT, repr(budget_bytes / (1 << 20)))
+    try:
+        image, _ = read_image(path)
+        return "decoded"
+    except ImageReadError as err:
+        assert err.path in (str(path), str(path[0]) if isinstance(path, list) else str(path)), err
+        return f"{err.reason.value}: {err.detail}"
+
+
+def test_a_file_just_over_the_memory_budget_is_refused_and_one_just_under_is_decoded(tmp_path, monkeypatch):
+    # 16-bit: the pixel data read (2 bytes), the decoder's output (2) and our float32 copy (4) per value
+    path = _native(tmp_path / "dx.dcm", 256, 512)
+    assert _read_with_budget(monkeypatch, path, 256 * 512 * 8) == "decoded"
+    outcome = _read_with_budget(monkeypatch, path, 256 * 512 * 8 - 1)
+    assert outcome.startswith("over_memory_budget:") and "1.0 MiB to decode" in outcome and "--max-image-mib" in outcome
+    # a multi-frame radiograph decodes its first frame, but holds all frames' pixel data
+    multi = _native(tmp_path / "multi.dcm", 64, 64, frames=8)
+    cost = 8 * 64 * 64 * 2 + 64 * 64 * 6
+    assert _read_with_budget(monkeypatch, multi, cost) == "decoded"
+    assert _read_with_budget(monkeypatch, multi, cost - 1).startswith("over_memory_budget:")
+
+
+def test_a_series_volume_is_held_to_the_budget_as_a_whole(tmp_path, monkeypatch):
+    folder = tmp_path / "ct"
+    folder.mkdir()
+    slices = [_native(folder / f"{k}.dcm", 64, 64, modality="CT", z=float(k)) for k in range(6)]
+    held = sum(p.stat().st_size for p in slices)
+    cost = held + 6 * 64 * 64 * 4 + 64 * 64 * 6  # the files, the float32 volume, one slice being decoded
+    assert _read_with_budget(monkeypatch, folder, cost) == "decoded"
+    outcome = _read_with_budget(monkeypatch, folder, cost - 1)
+    assert outcome.startswith("over_memory_budget:") and "a volume of 6 x 64 x 64" in outcome
+    assert _read_with_budget(monkeypatch, folder, held - 1).startswith("over_memory_budget: a series of 6 files")
+
+
+def test_a_deflated_file_inflating_past_the_budget_is_refused(tmp_path, monkeypatch):
+    path = hostile.write_deflate_bomb(tmp_path / "deflate.dcm", 4 << 20)
+    outcome = _read_with_budget(monkeypatch, path, 2 << 20)
+    assert outcome.startswith("over_memory_budget:") and "inflates past 2 MiB" in outcome
+
+
+@pytest.mark.parametrize("name", ["jpeg_65535", "jpegls_65535", "j2k_60000", "rle_15_segments"])
+def test_a_compressed_file_is_held_to_the_budget(tmp_path, monkeypatch, name):
+    path = hostile.write_stream_good(tmp_path, name)  # the valid 16 x 16 8-bit file: 256 values
+    size = len(pydicom.dcmread(path).PixelData)  # the encapsulated stream, held while it is decoded
+    assert _read_with_budget(monkeypatch, path, size + 256 * 5) == "decoded"
+    assert _read_with_budget(monkeypatch, path, size + 256 * 5 - 1).startswith("over_memory_budget:")
 
 
 # ------------------------------------------------------------------ stream headers, fuzzed
