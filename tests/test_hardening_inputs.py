@@ -271,6 +271,7 @@ def _hostile_folder(root: Path) -> tuple[Path, dict[str, str]]:
     for name in hostile.STREAM_BOMBS:
         expected[str(hostile.write_stream_bomb(folder, name))] = "failed"
     expected[str(hostile.write_deflate_bomb(folder / "deflate.dcm", 700 << 20))] = "failed"
+    expected[str(_native(folder / "big.dcm", 512, 512))] = "failed"  # 2 MiB to decode: over --max-image-mib 1
     os.mkfifo(folder / "fifo.dcm")
     expected[str(folder / "fifo.dcm")] = "failed"
     Image.fromarray(np.zeros((300, 300), np.uint8)).save(folder / "blank.png")
@@ -314,7 +315,8 @@ def test_scoring_run_survives_every_hostile_input_under_a_memory_limit(tiny_mode
             # in a 0700 folder) stays readable, unlike for another user
             ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search",
              sys.executable, "-c", SCORE_UNDER_LIMIT,
-             str(limit), "score", str(folder), "--out", str(out), "--model", str(model), "--batch-size", "2"],
+             str(limit), "score", str(folder), "--out", str(out), "--model", str(model), "--batch-size", "2",
+             "--max-image-mib", "1"],
             capture_output=True, text=True, timeout=300,
             env={**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(out), "TORCHINDUCTOR_CACHE_DIR": str(out / ".ti")},
         )
@@ -328,6 +330,7 @@ def test_scoring_run_survives_every_hostile_input_under_a_memory_limit(tiny_mode
         assert reasons[str(folder / "fifo.dcm")].startswith("not_regular_file")
         assert reasons[str(folder / "locked")].startswith("not_found: folder cannot be listed")
         assert reasons[str(folder / "blank.png")].startswith("no_content")
+        assert reasons[str(folder / "big.dcm")].startswith("over_memory_budget: 512 x 512 x 1 x 1 frames at 16 bits needs 2.0 MiB")
         assert json.loads((out / "manifest.json").read_text())["counts"]["scored"] == len(
             [s for s in expected.values() if s == "scored"])
     finally:
