@@ -3,7 +3,7 @@
 Each file attack runs ``read_image`` on one generated bomb (tests/hostile.py, a few KB each) in
 a fresh interpreter under an address-space limit (``RLIMIT_AS``, default 6 GiB, so a bomb
 cannot take the shared machine down) and a wall-clock limit; the child's peak RSS
-(``ru_maxrss``), wall time and outcome are recorded. The node attacks run against a Storage SCP
+(VmHWM, or ``ru_maxrss`` for a child that died), wall time and outcome are recorded. The node attacks run against a Storage SCP
 in a fresh interpreter (the code under test's own server, 16 KiB PDUs and a 64 MiB data set
 cap where it has those settings) on 127.0.0.1, from this process or a sender child, with
 bounded loops; the server's peak RSS growth (VmHWM, reset before each attack) and whether a
@@ -13,7 +13,11 @@ legitimate C-ECHO still gets through are recorded.
 as their working folder's PYTHONPATH, never this tree): run it once on the
 commit before the hardening (``git archive BASE | tar -x -C DIR``) and once on this tree.
 
-    python -m benchmarks.bench_hostile [--root DIR] [--limit-gib 6] [--timeout 120] [--json OUT]
+The budget rows read files (a 16-bit radiograph, a 16-frame one, a CT series, a deflated file)
+sized at 90 % and 110 % of ``--budget-mib`` under that budget (``MONAI_FRACTURE_MAX_IMAGE_MIB``)
+and record the read's own peak RSS (the child's peak minus its RSS after the imports).
+
+    python -m benchmarks.bench_hostile [--root DIR] [--limit-gib 6] [--timeout 120] [--budget-mib 256] [--json OUT]
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -39,16 +44,22 @@ import json, resource, sys, time
 limit = int(sys.argv[2])
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 from monai_fracture.io import read_image, ImageReadError
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+baseline = rss()  # after the imports: what the read itself adds is the peak minus this
 started = time.perf_counter()
 try:
     image, _ = read_image(sys.argv[1])
     outcome = f"decoded {image.shape}"
+    del image
 except ImageReadError as err:
-    outcome = f"refused: {err.reason.value}"
+    outcome = f"refused: {err.reason.value}: {err.detail[:140]}"
 except MemoryError:
     outcome = "MemoryError"
-print(json.dumps({"outcome": outcome, "seconds": time.perf_counter() - started,
-                  "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over execve from the forking parent
+peak = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]) / 1024
+print(json.dumps({"outcome": outcome, "seconds": time.perf_counter() - started, "maxrss_mib": peak,
+                  "read_peak_mib": round(peak - baseline, 1)}))
 """
 
 NODE_DRIVER = r"""
@@ -92,13 +103,37 @@ def _env(root: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
 
 
-def file_attacks(root: Path, folder: Path, limit: int, timeout: float) -> list[dict]:
-    cases = {name: hostile.write_stream_bomb(folder, name) for name in hostile.STREAM_BOMBS}
-    cases["deflate_2gib"] = hostile.write_deflate_bomb(folder / "deflate.dcm", 2 << 30)
+def budget_cases(folder: Path, budget_mib: int) -> dict[str, Path]:
+    """Files and a series whose decode cost (pixel_limits.decode_cost) is 90 % and 110 % of the budget."""
+    budget = budget_mib << 20
+    cases: dict[str, Path] = {}
+    for share in (90, 110):
+        values = budget * share // 100 // 8  # 16-bit native: 2 (read) + 2 (decoded) + 4 (float32) bytes a value
+        cases[f"native_16bit_{share}pct"] = hostile.write_native(folder / f"native{share}.dcm", values // 2048, 2048)
+        frames = 16  # first-frame rule: all frames held, one decoded (6 bytes a value)
+        rows = budget * share // 100 // (2048 * (2 * frames + 6))
+        cases[f"multiframe_{frames}_{share}pct"] = hostile.write_native(folder / f"multi{share}.dcm", rows, 2048, frames)
+        slices = budget * share // 100 // (512 * 512 * 6 + 1024)  # file (2) + float32 volume (4) a value
+        series = folder / f"series{share}"
+        series.mkdir()
+        for k in range(slices):
+            hostile.write_native(series / f"{k:04d}.dcm", 512, 512, modality="CT", z=float(k))
+        cases[f"ct_series_{slices}x512x512_{share}pct"] = series
+        cases[f"deflate_{share}pct"] = hostile.write_deflate_bomb(folder / f"deflate{share}.dcm", budget * share // 100)
+    return cases
+
+
+def file_attacks(root: Path, folder: Path, limit: int, timeout: float, budget_mib: int | None = None) -> list[dict]:
+    if budget_mib:
+        cases = budget_cases(folder, budget_mib)
+    else:
+        cases = {name: hostile.write_stream_bomb(folder, name) for name in hostile.STREAM_BOMBS}
+        cases["deflate_2gib"] = hostile.write_deflate_bomb(folder / "deflate.dcm", 2 << 30)
+    env = {**_env(root), **({"MONAI_FRACTURE_MAX_IMAGE_MIB": str(budget_mib)} if budget_mib else {})}
     rows = []
     for name, path in cases.items():
         started = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-c", FILE_DRIVER, str(path), str(limit)], env=_env(root), cwd=folder,
+        proc = subprocess.Popen([sys.executable, "-c", FILE_DRIVER, str(path), str(limit)], env=env, cwd=folder,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         usage = None
         while usage is None:
@@ -119,8 +154,9 @@ def file_attacks(root: Path, folder: Path, limit: int, timeout: float) -> list[d
             result = {"outcome": f"still running after {timeout:.0f} s (killed)"}
         else:
             result = json.loads(last) if last.startswith("{") else {"outcome": f"died (status {status})"}
-        result.update(attack=name, file_bytes=path.stat().st_size, wall_s=round(time.perf_counter() - started, 2),
-                      peak_rss_mib=round(rusage.ru_maxrss / 1024, 1))
+        size = sum(p.stat().st_size for p in path.iterdir()) if path.is_dir() else path.stat().st_size
+        result.update(attack=name, file_bytes=size, wall_s=round(time.perf_counter() - started, 2),
+                      peak_rss_mib=round(result.get("maxrss_mib", rusage.ru_maxrss / 1024), 1))
         rows.append(result)
         print(json.dumps(result), flush=True)
     return rows
@@ -218,13 +254,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--send-mib", type=int, default=600)
     parser.add_argument("--idle", type=int, default=40)
-    parser.add_argument("--skip", choices=["files", "node"], action="append", default=[])
+    parser.add_argument("--budget-mib", type=int, default=256,
+                        help="per-image budget for the budget rows: files at 90 %% and 110 %% of it (0: skip them)")
+    parser.add_argument("--skip", choices=["files", "budget", "node"], action="append", default=[])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-hostile-") as tmp:
         result = {"root": str(args.root), "limit_gib": args.limit_gib}
         if "files" not in args.skip:
             result["files"] = file_attacks(args.root, Path(tmp), int(args.limit_gib * (1 << 30)), args.timeout)
+        if "budget" not in args.skip and args.budget_mib:
+            budget_folder = Path(tmp) / "budget"
+            budget_folder.mkdir()
+            result["budget_mib"] = args.budget_mib
+            result["budget"] = file_attacks(args.root, budget_folder, int(args.limit_gib * (1 << 30)), args.timeout,
+                                            args.budget_mib)
+            shutil.rmtree(budget_folder)
         if "node" not in args.skip:
             result["node"] = node_attacks(args.root, Path(tmp) / "work", args.send_mib, args.idle)
     if args.json:

@@ -160,6 +160,21 @@ def write_deflate_bomb(path: Path, inflated_bytes: int) -> Path:
     return Path(path)
 
 
+def write_native(path: Path, rows: int, columns: int, frames: int = 1, modality: str = "DX", z: float | None = None) -> Path:
+    """A 16-bit native DX (or, with ``z``, a CT slice of one series) of random values."""
+    ds = small_dx(bits=16, rows=rows, columns=columns)
+    ds.Modality = modality
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    if z is not None:  # a CT slice of one series
+        ds.SeriesInstanceUID = ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.13"
+        ds.ImageOrientationPatient, ds.ImagePositionPatient = [1, 0, 0, 0, 1, 0], [0, 0, z]
+        ds.PixelSpacing, ds.SliceThickness, ds.RescaleSlope, ds.RescaleIntercept = [0.5, 0.5], 1.0, 1, -1024
+    ds.PixelData = np.random.default_rng(0).integers(0, 4000, (frames, rows, columns), dtype=np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 #: A Storage SCU (run as ``python -c STREAMED_STORE_SENDER PORT FOLDER SIZE,SIZE,...``): writes one
 #: data set of each size in bytes and C-STOREs them over one association, streamed from the file in
 #: P-DATA PDUs of the node's maximum length; prints {"statuses": [...], "pdu": N} (None: no reply).

@@ -81,20 +81,6 @@ def test_deflate_bomb_is_measured_in_bounded_chunks(tmp_path):
 
 
 # ------------------------------------------------------------------ the per-image memory budget
-def _native(path: Path, rows: int, columns: int, frames: int = 1, modality: str = "DX", z: float | None = None) -> Path:
-    ds = hostile.small_dx(bits=16, rows=rows, columns=columns)
-    ds.Modality = modality
-    if frames > 1:
-        ds.NumberOfFrames = frames
-    if z is not None:  # a CT slice of one series
-        ds.SeriesInstanceUID = ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.13"
-        ds.ImageOrientationPatient, ds.ImagePositionPatient = [1, 0, 0, 0, 1, 0], [0, 0, z]
-        ds.PixelSpacing, ds.SliceThickness, ds.RescaleSlope, ds.RescaleIntercept = [0.5, 0.5], 1.0, 1, -1024
-    ds.PixelData = np.random.default_rng(0).integers(0, 4000, (frames, rows, columns), dtype=np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 def _read_with_budget(monkeypatch, path, budget_bytes: int) -> str:
     monkeypatch.setenv(BUDGET_ENVIRONMENT, repr(budget_bytes / (1 << 20)))
     try:
@@ -107,12 +93,12 @@ def _read_with_budget(monkeypatch, path, budget_bytes: int) -> str:
 
 def test_a_file_just_over_the_memory_budget_is_refused_and_one_just_under_is_decoded(tmp_path, monkeypatch):
     # 16-bit: the pixel data read (2 bytes), the decoder's output (2) and our float32 copy (4) per value
-    path = _native(tmp_path / "dx.dcm", 256, 512)
+    path = hostile.write_native(tmp_path / "dx.dcm", 256, 512)
     assert _read_with_budget(monkeypatch, path, 256 * 512 * 8) == "decoded"
     outcome = _read_with_budget(monkeypatch, path, 256 * 512 * 8 - 1)
     assert outcome.startswith("over_memory_budget:") and "1.0 MiB to decode" in outcome and "--max-image-mib" in outcome
     # a multi-frame radiograph decodes its first frame, but holds all frames' pixel data
-    multi = _native(tmp_path / "multi.dcm", 64, 64, frames=8)
+    multi = hostile.write_native(tmp_path / "multi.dcm", 64, 64, frames=8)
     cost = 8 * 64 * 64 * 2 + 64 * 64 * 6
     assert _read_with_budget(monkeypatch, multi, cost) == "decoded"
     assert _read_with_budget(monkeypatch, multi, cost - 1).startswith("over_memory_budget:")
@@ -121,7 +107,7 @@ def test_a_file_just_over_the_memory_budget_is_refused_and_one_just_under_is_dec
 def test_a_series_volume_is_held_to_the_budget_as_a_whole(tmp_path, monkeypatch):
     folder = tmp_path / "ct"
     folder.mkdir()
-    slices = [_native(folder / f"{k}.dcm", 64, 64, modality="CT", z=float(k)) for k in range(6)]
+    slices = [hostile.write_native(folder / f"{k}.dcm", 64, 64, modality="CT", z=float(k)) for k in range(6)]
     held = sum(p.stat().st_size for p in slices)
     cost = held + 6 * 64 * 64 * 4 + 64 * 64 * 6  # the files, the float32 volume, one slice being decoded
     assert _read_with_budget(monkeypatch, folder, cost) == "decoded"
@@ -130,10 +116,12 @@ def test_a_series_volume_is_held_to_the_budget_as_a_whole(tmp_path, monkeypatch)
     assert _read_with_budget(monkeypatch, folder, held - 1).startswith("over_memory_budget: a series of 6 files")
 
 
-def test_a_deflated_file_inflating_past_the_budget_is_refused(tmp_path, monkeypatch):
-    path = hostile.write_deflate_bomb(tmp_path / "deflate.dcm", 4 << 20)
-    outcome = _read_with_budget(monkeypatch, path, 2 << 20)
+def test_a_deflated_file_inflating_past_half_the_budget_is_refused(tmp_path, monkeypatch):
+    # pydicom holds the inflated body and a copy of each element: 2 bytes per inflated byte
+    path = hostile.write_deflate_bomb(tmp_path / "deflate.dcm", 3 << 20)
+    outcome = _read_with_budget(monkeypatch, path, 4 << 20)
     assert outcome.startswith("over_memory_budget:") and "inflates past 2 MiB" in outcome
+    assert "inflates past" not in _read_with_budget(monkeypatch, path, 8 << 20)
 
 
 @pytest.mark.parametrize("name", ["jpeg_65535", "jpegls_65535", "j2k_60000", "rle_15_segments"])
@@ -271,7 +259,7 @@ def _hostile_folder(root: Path) -> tuple[Path, dict[str, str]]:
     for name in hostile.STREAM_BOMBS:
         expected[str(hostile.write_stream_bomb(folder, name))] = "failed"
     expected[str(hostile.write_deflate_bomb(folder / "deflate.dcm", 700 << 20))] = "failed"
-    expected[str(_native(folder / "big.dcm", 512, 512))] = "failed"  # 2 MiB to decode: over --max-image-mib 1
+    expected[str(hostile.write_native(folder / "big.dcm", 512, 512))] = "failed"  # 2 MiB to decode: over --max-image-mib 1
     os.mkfifo(folder / "fifo.dcm")
     expected[str(folder / "fifo.dcm")] = "failed"
     Image.fromarray(np.zeros((300, 300), np.uint8)).save(folder / "blank.png")

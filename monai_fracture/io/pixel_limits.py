@@ -37,7 +37,7 @@ from .errors import ImageReadError, ReadFailure
 #: 512 x 512 x 1300 slices (float32 volume + its files), any radiograph under the element limit.
 DEFAULT_IMAGE_BUDGET_MIB = 2048
 #: A deflated dataset may inflate to at most this many bytes (2**28 16-bit values plus headers), and
-#: never past the budget: pydicom holds the whole inflated body.
+#: never past half the budget: pydicom holds the whole inflated body and a copy of each element.
 MAX_INFLATED_BYTES = (1 << 29) + (64 << 20)
 BUDGET_ENVIRONMENT = "MONAI_FRACTURE_MAX_IMAGE_MIB"
 #: Bytes of a frame searched for its header: markers before SOF/SIZ are small (tables, APPn).
@@ -221,11 +221,11 @@ def check_encapsulated_frames(pixel_data: bytes, syntax: UID, rows: int, columns
 
 def check_inflated_size(handle: BinaryIO, path: Any, limit: int | None = None) -> int:
     """Inflate a deflated dataset body in bounded chunks and return its size; refuse past ``limit``
-    (default: ``MAX_INFLATED_BYTES`` or the per-image budget, the smaller).
+    (default: ``MAX_INFLATED_BYTES`` or half the per-image budget, the smaller).
 
     Memory stays at one chunk; the handle's position is restored.
     """
-    limit = min(MAX_INFLATED_BYTES, image_budget_bytes()) if limit is None else limit
+    limit = min(MAX_INFLATED_BYTES, image_budget_bytes() // 2) if limit is None else limit
     start = handle.tell()
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     total = 0
@@ -236,7 +236,7 @@ def check_inflated_size(handle: BinaryIO, path: Any, limit: int | None = None) -
                 break
             total += len(inflater.decompress(chunk, _INFLATE_CHUNK))
             if total > limit:
-                raise _fail(path, f"deflated dataset inflates past {limit / (1 << 20):.0f} MiB (the inflate limit, or the "
+                raise _fail(path, f"deflated dataset inflates past {limit / (1 << 20):.0f} MiB (the inflate limit, or half the "
                                   f"per-image budget: score --max-image-mib, {BUDGET_ENVIRONMENT})", ReadFailure.OVER_MEMORY_BUDGET)
     except zlib.error as exc:
         raise _fail(path, f"deflated dataset: {exc}") from None
