@@ -119,7 +119,8 @@ def budget_cases(folder: Path, budget_mib: int) -> dict[str, Path]:
         for k in range(slices):
             hostile.write_native(series / f"{k:04d}.dcm", 512, 512, modality="CT", z=float(k))
         cases[f"ct_series_{slices}x512x512_{share}pct"] = series
-        cases[f"deflate_{share}pct"] = hostile.write_deflate_bomb(folder / f"deflate{share}.dcm", budget * share // 100)
+        # held twice (the inflated body and the element copies): inflating to 45 % and 55 % of the budget
+        cases[f"deflate_{share}pct"] = hostile.write_deflate_bomb(folder / f"deflate{share}.dcm", budget * share // 200)
     return cases
 
 

@@ -102,6 +102,8 @@ def test_a_file_just_over_the_memory_budget_is_refused_and_one_just_under_is_dec
     cost = 8 * 64 * 64 * 2 + 64 * 64 * 6
     assert _read_with_budget(monkeypatch, multi, cost) == "decoded"
     assert _read_with_budget(monkeypatch, multi, cost - 1).startswith("over_memory_budget:")
+    # a file larger than the budget is refused before pydicom reads it
+    assert _read_with_budget(monkeypatch, multi, multi.stat().st_size - 1).startswith("over_memory_budget: the file needs")
 
 
 def test_a_series_volume_is_held_to_the_budget_as_a_whole(tmp_path, monkeypatch):

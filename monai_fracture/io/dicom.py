@@ -62,7 +62,9 @@ def _file_size(path: Path) -> int:
 def read_dicom(path: PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     """One DICOM file: (rows, cols) float32, or (frames, rows, cols) for a multi-frame CT/MR/PT volume."""
     # pydicom reads the file itself: no whole-file bytes object beside the dataset (a second
-    # copy of the pixel data, and 8 MB of fresh pages per 2048² image).
+    # copy of the pixel data, and 8 MB of fresh pages per 2048² image). Its pixel data is held
+    # while decoding, so a file larger than the budget is refused before it is read.
+    check_budget(path, _file_size(Path(path)), "the file")
     ds = parse_dicom(path)
     with guard(path):
         return image_from_dataset(ds, path)
