@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -63,9 +64,14 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
     fsync_directory(path.parent)
 
 
-def atomic_write_bytes(path: str | os.PathLike, chunks: Iterable[bytes] | bytes) -> Path:
-    """Write to a temporary file in the same folder, fsync, then ``os.replace``."""
+def atomic_write_bytes(path: str | os.PathLike, chunks: Iterable[bytes] | bytes | Path) -> Path:
+    """Write to a temporary file in the same folder, fsync, then ``os.replace``; a ``Path`` is copied
+    in 1 MiB chunks (a received DICOM file never needs to fit in memory)."""
     with atomic_file(path) as handle:
+        if isinstance(chunks, Path):
+            with chunks.open("rb") as source:
+                shutil.copyfileobj(source, handle, 1 << 20)
+            return Path(path)
         for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
             handle.write(chunk)
     return Path(path)

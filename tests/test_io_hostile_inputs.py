@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,7 +25,7 @@ from hypothesis import strategies as st
 from helpers import hostile
 from monai_fracture.io import ImageReadError, read_image
 from monai_fracture.io.content import check_usable_content
-from monai_fracture.io.pixel_limits import check_rle_header, j2k_geometry, jpeg_geometry
+from monai_fracture.io.pixel_limits import BUDGET_ENVIRONMENT, check_rle_header, j2k_geometry, jpeg_geometry
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 1 << 30  # 1 GiB of address space: the reader needs ~200 MB, every bomb asks for 4 GB or more
@@ -74,9 +75,63 @@ def test_deflate_bomb_is_measured_in_bounded_chunks(tmp_path):
     small = hostile.write_deflate_bomb(tmp_path / "small.dcm", 1 << 20)
     assert bomb.stat().st_size < 2 << 20
     outcome = _read_in_child([bomb, small])
-    assert outcome[str(bomb)][0] == "unsupported_geometry" and "inflates past" in outcome[str(bomb)][1]
+    assert outcome[str(bomb)][0] == "over_memory_budget" and "inflates past" in outcome[str(bomb)][1]
     # under the limit the file is parsed as usual (its excess pixel data is refused for its own reason)
     assert "inflates past" not in outcome[str(small)][1]
+
+
+# ------------------------------------------------------------------ the per-image memory budget
+def _read_with_budget(monkeypatch, path, budget_bytes: int) -> str:
+    monkeypatch.setenv(BUDGET_ENVIRONMENT, repr(budget_bytes / (1 << 20)))
+    try:
+        image, _ = read_image(path)
+        return "decoded"
+    except ImageReadError as err:
+        assert err.path in (str(path), str(path[0]) if isinstance(path, list) else str(path)), err
+        return f"{err.reason.value}: {err.detail}"
+
+
+def test_a_file_just_over_the_memory_budget_is_refused_and_one_just_under_is_decoded(tmp_path, monkeypatch):
+    # 16-bit: the pixel data read (2 bytes), the decoder's output (2) and our float32 copy (4) per value
+    path = hostile.write_native(tmp_path / "dx.dcm", 256, 512)
+    assert _read_with_budget(monkeypatch, path, 256 * 512 * 8) == "decoded"
+    outcome = _read_with_budget(monkeypatch, path, 256 * 512 * 8 - 1)
+    assert outcome.startswith("over_memory_budget:") and "1.0 MiB to decode" in outcome and "--max-image-mib" in outcome
+    # a multi-frame radiograph decodes its first frame, but holds all frames' pixel data
+    multi = hostile.write_native(tmp_path / "multi.dcm", 64, 64, frames=8)
+    cost = 8 * 64 * 64 * 2 + 64 * 64 * 6
+    assert _read_with_budget(monkeypatch, multi, cost) == "decoded"
+    assert _read_with_budget(monkeypatch, multi, cost - 1).startswith("over_memory_budget:")
+    # a file larger than the budget is refused before pydicom reads it
+    assert _read_with_budget(monkeypatch, multi, multi.stat().st_size - 1).startswith("over_memory_budget: the file needs")
+
+
+def test_a_series_volume_is_held_to_the_budget_as_a_whole(tmp_path, monkeypatch):
+    folder = tmp_path / "ct"
+    folder.mkdir()
+    slices = [hostile.write_native(folder / f"{k}.dcm", 64, 64, modality="CT", z=float(k)) for k in range(6)]
+    held = sum(p.stat().st_size for p in slices)
+    cost = held + 6 * 64 * 64 * 4 + 64 * 64 * 6  # the files, the float32 volume, one slice being decoded
+    assert _read_with_budget(monkeypatch, folder, cost) == "decoded"
+    outcome = _read_with_budget(monkeypatch, folder, cost - 1)
+    assert outcome.startswith("over_memory_budget:") and "a volume of 6 x 64 x 64" in outcome
+    assert _read_with_budget(monkeypatch, folder, held - 1).startswith("over_memory_budget: a series of 6 files")
+
+
+def test_a_deflated_file_inflating_past_half_the_budget_is_refused(tmp_path, monkeypatch):
+    # pydicom holds the inflated body and a copy of each element: 2 bytes per inflated byte
+    path = hostile.write_deflate_bomb(tmp_path / "deflate.dcm", 3 << 20)
+    outcome = _read_with_budget(monkeypatch, path, 4 << 20)
+    assert outcome.startswith("over_memory_budget:") and "inflates past 2 MiB" in outcome
+    assert "inflates past" not in _read_with_budget(monkeypatch, path, 8 << 20)
+
+
+@pytest.mark.parametrize("name", ["jpeg_65535", "jpegls_65535", "j2k_60000", "rle_15_segments"])
+def test_a_compressed_file_is_held_to_the_budget(tmp_path, monkeypatch, name):
+    path = hostile.write_stream_good(tmp_path, name)  # the valid 16 x 16 8-bit file: 256 values
+    size = len(pydicom.dcmread(path).PixelData)  # the encapsulated stream, held while it is decoded
+    assert _read_with_budget(monkeypatch, path, size + 256 * 5) == "decoded"
+    assert _read_with_budget(monkeypatch, path, size + 256 * 5 - 1).startswith("over_memory_budget:")
 
 
 # ------------------------------------------------------------------ stream headers, fuzzed
@@ -206,6 +261,7 @@ def _hostile_folder(root: Path) -> tuple[Path, dict[str, str]]:
     for name in hostile.STREAM_BOMBS:
         expected[str(hostile.write_stream_bomb(folder, name))] = "failed"
     expected[str(hostile.write_deflate_bomb(folder / "deflate.dcm", 700 << 20))] = "failed"
+    expected[str(hostile.write_native(folder / "big.dcm", 512, 512))] = "failed"  # 2 MiB to decode: over --max-image-mib 1
     os.mkfifo(folder / "fifo.dcm")
     expected[str(folder / "fifo.dcm")] = "failed"
     Image.fromarray(np.zeros((300, 300), np.uint8)).save(folder / "blank.png")
@@ -249,7 +305,8 @@ def test_scoring_run_survives_every_hostile_input_under_a_memory_limit(tiny_mode
             # in a 0700 folder) stays readable, unlike for another user
             ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search",
              sys.executable, "-c", SCORE_UNDER_LIMIT,
-             str(limit), "score", str(folder), "--out", str(out), "--model", str(model), "--batch-size", "2"],
+             str(limit), "score", str(folder), "--out", str(out), "--model", str(model), "--batch-size", "2",
+             "--max-image-mib", "1"],
             capture_output=True, text=True, timeout=300,
             env={**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(out), "TORCHINDUCTOR_CACHE_DIR": str(out / ".ti")},
         )
@@ -263,6 +320,7 @@ def test_scoring_run_survives_every_hostile_input_under_a_memory_limit(tiny_mode
         assert reasons[str(folder / "fifo.dcm")].startswith("not_regular_file")
         assert reasons[str(folder / "locked")].startswith("not_found: folder cannot be listed")
         assert reasons[str(folder / "blank.png")].startswith("no_content")
+        assert reasons[str(folder / "big.dcm")].startswith("over_memory_budget: 512 x 512 x 1 x 1 frames at 16 bits needs 2.0 MiB")
         assert json.loads((out / "manifest.json").read_text())["counts"]["scored"] == len(
             [s for s in expected.values() if s == "scored"])
     finally:

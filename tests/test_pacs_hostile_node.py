@@ -11,12 +11,16 @@ import ssl
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 from pynetdicom import AE
+from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import Verification
+
+import hostile  # tests/hostile.py: the generators shared with benchmarks/bench_hostile.py
 
 from monai_fracture.pacs.config import build_config
 from monai_fracture.pacs.guard import start_guarded_server
@@ -193,3 +197,81 @@ def test_stow_password_comes_from_a_file_or_the_environment_never_argv(tmp_path,
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2 and "--stow-password-file" in proc.stderr
+
+
+# ------------------------------------------------------------------ data sets streamed in many small PDUs
+def _rss_mib() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**20
+
+
+def _send_streamed(tmp_path: Path, port: int, sizes: list[int]) -> tuple[dict, float]:
+    """Stream data sets of these sizes from a child process; this process's peak RSS growth meanwhile."""
+    folder = tmp_path / "sent"
+    folder.mkdir()
+    baseline, peak, done = _rss_mib(), [0.0], [False]
+
+    def watch() -> None:
+        while not done[0]:
+            peak[0] = max(peak[0], _rss_mib())
+            time.sleep(0.01)
+
+    import threading
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        proc = subprocess.run([sys.executable, "-c", hostile.STREAMED_STORE_SENDER, str(port), str(folder), ",".join(map(str, sizes))],
+                              capture_output=True, text=True, timeout=240)
+    finally:
+        done[0] = True
+        watcher.join()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return __import__("json").loads(proc.stdout.strip().splitlines()[-1]), peak[0] - baseline
+
+
+@pytest.fixture
+def capped_node(tmp_path, monkeypatch):
+    received = tmp_path / "received"  # pynetdicom's temporary files land here: a partial one left behind is seen
+    received.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(received))
+    monkeypatch.setattr(pynetdicom_config, "STORE_RECV_CHUNKED_DATASET", False)  # restored after the test
+    servers = []
+
+    def start(**settings):
+        server, port = _start(tmp_path, max_pdu_bytes=16 * 1024, **settings)
+        servers.append(server)
+        return server, port
+
+    yield start, received
+    for server in servers:
+        server.shutdown()
+
+
+def _stored(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "work").rglob("*.dcm"))
+
+
+def test_a_dataset_streamed_past_the_cap_is_refused_unbuffered_and_the_node_serves_on(tmp_path, capped_node):
+    start, received = capped_node
+    server, port = start(max_dataset_bytes=2 << 20)
+    result, growth = _send_streamed(tmp_path, port, [48 << 20, 256 << 10])
+    assert result["pdu"] == 16 * 1024  # 48 MiB in some 3,000 P-DATA PDUs
+    assert result["statuses"] == [0xA700, 0x0000]  # Out of Resources, then the same association stores a small one
+    assert growth < 24, f"node RSS grew {growth:.0f} MiB while 48 MiB streamed in"
+    assert len(_stored(tmp_path)) == 1 and _stored(tmp_path)[0].stat().st_size > 256 << 10
+    assert not list(received.iterdir())  # no partial file left
+    assert echo(port)
+
+
+def test_an_association_past_its_byte_cap_is_aborted_and_its_partial_file_removed(tmp_path, capped_node):
+    start, received = capped_node
+    server, port = start(max_dataset_bytes=2 << 20, max_association_bytes=5 << 20)
+    result, _ = _send_streamed(tmp_path, port, [(3 << 19)] * 5)  # 1.5 MiB each: the fourth passes 5 MiB
+    statuses = result["statuses"]
+    assert statuses[:3] == [0, 0, 0] and statuses[3] is None and statuses[4] is None, statuses
+    assert len(_stored(tmp_path)) == 3
+    deadline = time.monotonic() + 10
+    while list(received.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not list(received.iterdir())
+    assert echo(port)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -42,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=backend_help(),
     )
     parser.add_argument("--threshold", type=float, help="decision threshold on P(fracture) (default: the model's)")
+    parser.add_argument("--max-image-mib", type=float, metavar="MIB",
+                        help="memory one image (a file or a series volume) may take to decode; larger ones fail as "
+                        "over_memory_budget (default 2048, or MONAI_FRACTURE_MAX_IMAGE_MIB; docs/security.md)")
     parser.add_argument("--heatmaps", action="store_true", help="write Grad-CAM overlays of positive images as DICOM SC "
                         "(same as adding sc to --outputs)")
     parser.add_argument("--outputs", metavar="LIST", help=outputs_help())
@@ -117,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
         return _usage("give at least one INPUT file or folder")
     if args.out is None:
         return _usage("--out DIR is required")
+    if args.max_image_mib is not None:  # read by the reader in this process and in the workers it starts
+        if not args.max_image_mib > 0:
+            return _usage("--max-image-mib must be positive")
+        os.environ["MONAI_FRACTURE_MAX_IMAGE_MIB"] = repr(args.max_image_mib)
     if args.batch_size < 1 or args.workers < 0:
         return _usage("--batch-size must be >= 1 and --workers >= 0")
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:

@@ -18,6 +18,7 @@ from .dicom_header import check_is_image, expand_paths, header_meta, parse_dicom
 from .dicom_pixels import PixelLayout, decode_frames, grey_intensity, is_plugin_panic, validate_layout
 from .errors import ImageReadError, ReadFailure
 from .meta import empty_meta
+from .pixel_limits import check_budget, decode_cost
 from .sniff import detect_format, open_regular, read_head
 
 logger = logging.getLogger(__name__)
@@ -52,10 +53,19 @@ def read_bytes(path: PathLike) -> bytes:
         raise ImageReadError(path, ReadFailure.NOT_FOUND, f"cannot read: {exc}") from None
 
 
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # parse_dicom names the file and the reason
+
+
 def read_dicom(path: PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     """One DICOM file: (rows, cols) float32, or (frames, rows, cols) for a multi-frame CT/MR/PT volume."""
     # pydicom reads the file itself: no whole-file bytes object beside the dataset (a second
-    # copy of the pixel data, and 8 MB of fresh pages per 2048² image).
+    # copy of the pixel data, and 8 MB of fresh pages per 2048² image). Its pixel data is held
+    # while decoding, so a file larger than the budget is refused before it is read.
+    check_budget(path, _file_size(Path(path)), "the file")
     ds = parse_dicom(path)
     with guard(path):
         return image_from_dataset(ds, path)
@@ -139,6 +149,9 @@ def read_dicom_series(paths: PathLike | Iterable[PathLike]) -> tuple[np.ndarray,
             meta["affine"] = meta["affine"][:, [2, 0, 1, 3]]
             meta["affine"][:3, 0] *= step
         return values, meta
+    # every file is parsed (pixel data read) before the volume is filled: their bytes count against the budget
+    held = sum(_file_size(f) for f in files)
+    check_budget(label, held, f"a series of {len(files)} files")
     parsed: list[tuple[Path, Dataset, PixelLayout, dict[str, Any]]] = []
     for path in files:
         ds = parse_dicom(path)
@@ -164,6 +177,10 @@ def read_dicom_series(paths: PathLike | Iterable[PathLike]) -> tuple[np.ndarray,
             single_slice_spacing=parsed[0][3]["slice_thickness"],
         )
     first = parsed[stack.order[0]]
+    rows, columns, bits = first[2].rows, first[2].columns, max(lay.bits_allocated for _, _, lay, _ in parsed)
+    # the float32 volume, plus one slice's decoder output and float32 copy while it is filled
+    check_budget(label, held + len(parsed) * rows * columns * 4 + decode_cost(rows * columns, bits),
+                 f"a volume of {len(parsed)} x {rows} x {columns}")
     volume = np.empty((len(parsed), first[2].rows, first[2].columns), dtype=np.float32)
     infos: list[dict[str, Any]] = []
     for k, i in enumerate(stack.order):

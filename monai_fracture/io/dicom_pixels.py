@@ -19,7 +19,7 @@ from pydicom.uid import JPEGLSTransferSyntaxes, UID
 
 from .dicom_header import functional_group_item
 from .errors import ImageReadError, ReadFailure
-from .pixel_limits import check_encapsulated_frames
+from .pixel_limits import check_budget, check_encapsulated_frames, decode_cost
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +114,9 @@ def _check_decodable(ds: Dataset, layout: PixelLayout, path: Any, index: int | N
             f"{layout.rows} x {layout.columns} x {layout.samples} x {frames_to_decode} frames exceeds the limit of {MAX_DECODED_ELEMENTS} values",
         )
     syntax = layout.transfer_syntax
+    held = len(ds.PixelData) if "PixelData" in ds else 0  # parse_dicom read the whole file
+    check_budget(path, decode_cost(elements, layout.bits_allocated, held),
+                 f"{layout.rows} x {layout.columns} x {layout.samples} x {frames_to_decode} frames at {layout.bits_allocated} bits")
     if syntax.is_encapsulated:
         try:
             decoder = get_decoder(syntax)

@@ -21,6 +21,7 @@ class ReadFailure(str, Enum):
     UNSUPPORTED_FORMAT = "unsupported_format"  # a file type we do not read at all
     INVALID_VALUE = "invalid_value"  # a tag value that makes the image meaningless
     NO_CONTENT = "no_content"  # non-finite or (nearly) constant pixels: nothing to classify
+    OVER_MEMORY_BUDGET = "over_memory_budget"  # decoding would allocate more than the per-image budget
 
 
 class ImageReadError(Exception):

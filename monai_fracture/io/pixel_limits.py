@@ -6,10 +6,16 @@ SIZ, the RLE header), not from Rows/Columns: a file of a few KB whose frame head
 peeked at here and refused when its own dimensions disagree with the DICOM header (which the
 element limit has already checked). A deflated dataset is inflated by pydicom in one call with
 no bound, so its inflated size is measured first, in bounded chunks.
+
+Every decode is also held to a memory budget per image (a file, or a whole series volume):
+the bytes it will hold at its peak, computed before anything is allocated (``decode_cost``),
+must not pass ``image_budget_bytes()`` (``MONAI_FRACTURE_MAX_IMAGE_MIB``, ``score
+--max-image-mib``).
 """
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from collections.abc import Iterator
@@ -27,8 +33,13 @@ from pydicom.uid import (
 
 from .errors import ImageReadError, ReadFailure
 
-#: A deflated dataset may inflate to at most this many bytes (2**28 16-bit values plus headers).
+#: Per-image memory budget in MiB when ``MONAI_FRACTURE_MAX_IMAGE_MIB`` is unset: a 16-bit CT series of
+#: 512 x 512 x 1300 slices (float32 volume + its files), any radiograph under the element limit.
+DEFAULT_IMAGE_BUDGET_MIB = 2048
+#: A deflated dataset may inflate to at most this many bytes (2**28 16-bit values plus headers), and
+#: never past half the budget: pydicom holds the whole inflated body and a copy of each element.
 MAX_INFLATED_BYTES = (1 << 29) + (64 << 20)
+BUDGET_ENVIRONMENT = "MONAI_FRACTURE_MAX_IMAGE_MIB"
 #: Bytes of a frame searched for its header: markers before SOF/SIZ are small (tables, APPn).
 PEEK_BYTES = 1 << 16
 _INFLATE_CHUNK = 1 << 20
@@ -41,6 +52,32 @@ _JPEG_LS = frozenset(str(u) for u in JPEGLSTransferSyntaxes)
 # JPEG start-of-frame markers (ITU T.81 B.1.1.3): C0-C3, C5-C7, C9-CB, CD-CF; JPEG-LS uses F7.
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _STANDALONE = frozenset(range(0xD0, 0xDA)) | {0x01}  # RSTn, SOI, EOI, TEM carry no length
+
+
+def image_budget_bytes() -> int:
+    """The per-image budget: ``MONAI_FRACTURE_MAX_IMAGE_MIB`` (read at each call: ``score`` sets it for its workers)."""
+    text = os.environ.get(BUDGET_ENVIRONMENT, "").strip()
+    try:
+        mib = float(text) if text else DEFAULT_IMAGE_BUDGET_MIB
+    except ValueError:
+        raise ValueError(f"{BUDGET_ENVIRONMENT}={text!r}: a number of MiB expected") from None
+    if not mib > 0:
+        raise ValueError(f"{BUDGET_ENVIRONMENT}={text!r}: must be positive")
+    return int(mib * (1 << 20))
+
+
+def decode_cost(values: int, bits_allocated: int, held_bytes: int = 0) -> int:
+    """Peak bytes of decoding ``values`` samples: the decoder's output at Bits Allocated, our float32
+    copy of it, and ``held_bytes`` already in memory (the file's pixel data, or a series' files)."""
+    return held_bytes + values * ((max(bits_allocated, 8) + 7) // 8 + 4)
+
+
+def check_budget(path: Any, cost: int, what: str) -> None:
+    """Refuse before allocating when ``cost`` bytes pass the per-image budget."""
+    budget = image_budget_bytes()
+    if cost > budget:
+        raise _fail(path, f"{what} needs {cost / (1 << 20):.1f} MiB to decode, over the per-image budget of "
+                          f"{budget / (1 << 20):.0f} MiB (score --max-image-mib, {BUDGET_ENVIRONMENT})", ReadFailure.OVER_MEMORY_BUDGET)
 
 
 @dataclass(frozen=True)
@@ -176,14 +213,19 @@ def check_encapsulated_frames(pixel_data: bytes, syntax: UID, rows: int, columns
                 f"at {geometry.precision} bits, the header says {rows} x {columns} x {samples} at {bits_allocated} bits",
                 ReadFailure.UNSUPPORTED_GEOMETRY,
             )
+        # what the decoder allocates, from the stream's own frame header (every frame the same size)
+        stream_values = geometry.rows * geometry.columns * geometry.components * len(heads)
+        check_budget(path, decode_cost(stream_values, max(bits_allocated, geometry.precision), len(pixel_data)),
+                     f"{len(heads)} {geometry.codec} frame(s) of {geometry.rows} x {geometry.columns} x {geometry.components}")
 
 
 def check_inflated_size(handle: BinaryIO, path: Any, limit: int | None = None) -> int:
-    """Inflate a deflated dataset body in bounded chunks and return its size; refuse past ``limit``.
+    """Inflate a deflated dataset body in bounded chunks and return its size; refuse past ``limit``
+    (default: ``MAX_INFLATED_BYTES`` or half the per-image budget, the smaller).
 
     Memory stays at one chunk; the handle's position is restored.
     """
-    limit = MAX_INFLATED_BYTES if limit is None else limit
+    limit = min(MAX_INFLATED_BYTES, image_budget_bytes() // 2) if limit is None else limit
     start = handle.tell()
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     total = 0
@@ -194,7 +236,8 @@ def check_inflated_size(handle: BinaryIO, path: Any, limit: int | None = None) -
                 break
             total += len(inflater.decompress(chunk, _INFLATE_CHUNK))
             if total > limit:
-                raise _fail(path, f"deflated dataset inflates past {limit} bytes", ReadFailure.UNSUPPORTED_GEOMETRY)
+                raise _fail(path, f"deflated dataset inflates past {limit / (1 << 20):.0f} MiB (the inflate limit, or half the "
+                                  f"per-image budget: score --max-image-mib, {BUDGET_ENVIRONMENT})", ReadFailure.OVER_MEMORY_BUDGET)
     except zlib.error as exc:
         raise _fail(path, f"deflated dataset: {exc}") from None
     finally:

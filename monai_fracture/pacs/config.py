@@ -82,6 +82,10 @@ class NodeConfig:
     dimse_timeout_s: float = 60.0
     max_associations: int = 32
     max_associations_per_peer: int = 24  # one PACS may push ~20 studies at once; 8 slots stay for others
+    # One received data set (to a temporary file as it arrives; larger: "Out of Resources"), and all over one association
+    # (larger: aborted). 1 GiB is above any file the scorer decodes (2**28 values); 4 GiB matches max_pending_bytes.
+    max_dataset_bytes: int = 1 << 30
+    max_association_bytes: int = 4 << 30
     tls_cert: str | None = None  # PEM certificate chain: the node accepts TLS only
     tls_key: str | None = None
     tls_client_ca: str | None = None  # callers must present a certificate signed by this CA
@@ -103,7 +107,8 @@ class NodeConfig:
             raise ValueError("study_idle_timeout_s must be >= 0")
         if self.max_pending_studies < 1 or self.max_pending_bytes < 1:
             raise ValueError("max_pending_studies and max_pending_bytes must be positive")
-        if min(self.max_pdu_bytes, self.max_associations, self.max_associations_per_peer) < 1 or not \
+        if min(self.max_pdu_bytes, self.max_associations, self.max_associations_per_peer, self.max_dataset_bytes,
+               self.max_association_bytes) < 1 or not \
                 min(self.request_timeout_s, self.pdu_timeout_s, self.network_timeout_s, self.dimse_timeout_s) > 0:
             raise ValueError("PDU size, association limits and timeouts must be positive")
         if bool(self.tls_cert) != bool(self.tls_key) or (self.tls_client_ca and not self.tls_cert):

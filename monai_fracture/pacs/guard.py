@@ -11,7 +11,12 @@ server class, a request handler, the association socket):
   arrive whole within a deadline;
 - connections are counted from ``accept()``: at most ``max_per_peer`` per address and
   ``max_connections`` in all; a slot is released when its association thread ends;
-- the TLS handshake runs in the connection's own thread, under the request deadline.
+- the TLS handshake runs in the connection's own thread, under the request deadline;
+- a C-STORE data set is written to a temporary file as its P-DATA arrive (pynetdicom's
+  ``STORE_RECV_CHUNKED_DATASET``), never held in memory, and the bytes are counted as they
+  come: past ``max_dataset_bytes`` the rest of that data set is dropped unread and the store
+  is answered "Out of Resources"; past ``max_association_bytes`` (or an endless command set)
+  the association is aborted and the partial file removed.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pynetdicom import evt
+from pynetdicom import _config, evt
 from pynetdicom.ae import ApplicationEntity
+from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
@@ -35,6 +41,8 @@ logger = logging.getLogger(__name__)
 #: An A-ASSOCIATE-RQ proposing 128 contexts with every transfer syntax is about 110 KB.
 MIN_PDU_LIMIT = 256 * 1024
 _PDU_SLACK = 1024  # PDU header fields around the negotiated PDV length
+#: A DIMSE command set is a few hundred bytes; one that keeps growing is an attack.
+MAX_COMMAND_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,8 @@ class ConnectionLimits:
     pdu_timeout_s: float = 60.0  # one PDU must arrive whole within
     max_connections: int = 32
     max_per_peer: int = 24
+    max_dataset_bytes: int = 1 << 30  # one C-STORE data set; larger ones are answered Out of Resources
+    max_association_bytes: int = 4 << 30  # all data sets over one association; past it, aborted
 
     @property
     def pdu_limit(self) -> int:
@@ -96,6 +106,91 @@ class BoundedAssociationSocket(AssociationSocket):
         return data
 
 
+class BoundedDIMSE(DIMSEServiceProvider):
+    """pynetdicom's DIMSE provider, counting the bytes each P-DATA brings before they are stored."""
+
+    limits: ConnectionLimits
+    peer: str
+    received: int  # PDV bytes over the association
+    command_bytes: int  # of the message being received
+    dataset_bytes: int
+    refused: set[int]  # message IDs whose data set passed max_dataset_bytes
+    aborted: bool
+
+    @classmethod
+    def guard(cls, dimse: DIMSEServiceProvider, limits: ConnectionLimits, peer: str) -> BoundedDIMSE:
+        dimse.__class__ = cls
+        assert isinstance(dimse, cls)
+        dimse.limits, dimse.peer = limits, peer
+        dimse.received = dimse.command_bytes = dimse.dataset_bytes = 0
+        dimse.refused = set()
+        dimse.aborted = False
+        return dimse
+
+    def receive_primitive(self, primitive: Any) -> None:
+        if self.aborted:
+            return
+        if self.message is None:  # a new DIMSE message starts
+            self.command_bytes = self.dataset_bytes = 0
+        values = list(primitive.presentation_data_value_list)
+        commands = sum(len(data) - 1 for _, data in values if data and data[0] & 1)
+        datasets = sum(len(data) - 1 for _, data in values if data and not data[0] & 1)
+        self.command_bytes += commands
+        self.dataset_bytes += datasets
+        self.received += commands + datasets
+        if self.received > self.limits.max_association_bytes or self.command_bytes > MAX_COMMAND_BYTES:
+            logger.warning("association from %s aborted: %d bytes received (limit %d per association), command set %d bytes",
+                           self.peer, self.received, self.limits.max_association_bytes, self.command_bytes)
+            self._drop_partial(remove=True)
+            self.aborted = True
+            self.dul.event_queue.put("Evt19")  # pynetdicom's own provider abort (A-ABORT, then close)
+            return
+        if self.dataset_bytes > self.limits.max_dataset_bytes:
+            command = getattr(self.message, "command_set", None)
+            message_id = getattr(command, "MessageID", None)
+            if message_id is None:  # data set bytes before any command set
+                self.received = self.limits.max_association_bytes + 1
+                self.receive_primitive(primitive)
+                return
+            if message_id not in self.refused:
+                logger.warning("C-STORE (message %s) from %s refused: its data set passed %d bytes; the rest is dropped unread",
+                               message_id, self.peer, self.limits.max_dataset_bytes)
+                self.refused.add(message_id)
+                self._drop_partial(remove=False)
+            # keep the command fragments and the end-of-data-set mark, so the request completes and is answered
+            kept = [[context, data if data[0] & 1 else bytes(data[:1])] for context, data in values if data and data[0] & 3]
+            if not kept:
+                return
+            primitive.presentation_data_value_list = kept
+        super().receive_primitive(primitive)
+
+    def _drop_partial(self, remove: bool) -> None:
+        """Empty (or close and delete) the data set received so far: pynetdicom's temporary file or buffer."""
+        message = self.message
+        if message is None:
+            return
+        handle = getattr(message, "_data_set_file", None)
+        if handle is not None:
+            handle.seek(0)
+            handle.truncate()
+            if remove:
+                handle.close()
+                Path(handle.name).unlink(missing_ok=True)
+        buffer = getattr(message, "data_set", None)
+        if buffer is not None and hasattr(buffer, "truncate"):
+            buffer.seek(0)
+            buffer.truncate()
+
+
+def dataset_refused(assoc: Any, message_id: int) -> bool:
+    """Whether this C-STORE's data set passed ``max_dataset_bytes`` (and was dropped unread)."""
+    refused = getattr(assoc.dimse, "refused", None)
+    if refused is None or message_id not in refused:
+        return False
+    refused.discard(message_id)
+    return True
+
+
 class GuardedRequestHandler(RequestHandler):
     """Runs one connection: TLS handshake under the deadline, bounded socket, slot held until the end."""
 
@@ -114,6 +209,7 @@ class GuardedRequestHandler(RequestHandler):
                 return
         assoc = self._create_association()
         BoundedAssociationSocket.guard(assoc.dul.socket, limits, peer)
+        BoundedDIMSE.guard(assoc.dimse, limits, peer)
         assoc.acse_timeout = limits.request_timeout_s  # the ARTIM timer: A-ASSOCIATE-RQ within this
         evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
         assoc.start()
@@ -167,7 +263,12 @@ class GuardedAssociationServer(ThreadedAssociationServer):
 
 def start_guarded_server(ae: ApplicationEntity, address: tuple[str, int], limits: ConnectionLimits,
                          evt_handlers: list, ssl_context: ssl.SSLContext | None = None) -> GuardedAssociationServer:
-    """``ae.start_server(address, block=False, ...)`` with the guarded server class."""
+    """``ae.start_server(address, block=False, ...)`` with the guarded server class.
+
+    Received data sets go to temporary files (``STORE_RECV_CHUNKED_DATASET``, a process-wide
+    pynetdicom setting: the node owns its process).
+    """
+    _config.STORE_RECV_CHUNKED_DATASET = True
     ae.maximum_pdu_size = limits.max_pdu_bytes
     ae.maximum_associations = limits.max_connections
     server = ae.make_server(address, ssl_context=ssl_context, evt_handlers=evt_handlers,

@@ -203,15 +203,16 @@ class StudyQueue:
         self._receiving[study_uid] = job_id
         return job
 
-    def add_instance(self, job: StudyJob, sop_uid: str, encoded: bytes) -> Path:
-        """Store one instance (DICOM file bytes) of a job reserved by :meth:`begin_instance`."""
+    def add_instance(self, job: StudyJob, sop_uid: str, encoded: bytes | Path) -> Path:
+        """Store one instance (DICOM file bytes, or a received file to copy) of a job reserved by :meth:`begin_instance`."""
         path = job.instances_dir / f"{stable_hash(sop_uid)}.dcm"
         try:
             previous = path.stat().st_size if path.exists() else 0
             atomic_write_bytes(path, encoded)
+            size = encoded.stat().st_size if isinstance(encoded, Path) else len(encoded)
             with self._lock:
                 job.n_instances += 0 if previous else 1
-                job.bytes += len(encoded) - previous
+                job.bytes += size - previous
                 job.last_received = time.time()
                 self.save(job)
         finally:

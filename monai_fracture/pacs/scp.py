@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import ssl
+from pathlib import Path
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
+from monai_fracture.io.dicom_header import parse_dicom_header
 from monai_fracture.pacs.config import NodeConfig
-from monai_fracture.pacs.guard import ConnectionLimits, server_tls_context
+from monai_fracture.pacs.guard import ConnectionLimits, dataset_refused, server_tls_context
 from monai_fracture.pacs.queue import QueueFull, StudyQueue
 
 logger = logging.getLogger(__name__)
@@ -47,16 +49,21 @@ class StorageHandlers:
 
     def on_store(self, event: evt.Event) -> int:
         calling = event.assoc.requestor.ae_title
+        if dataset_refused(event.assoc, event.request.MessageID):
+            return OUT_OF_RESOURCES  # its data set passed max_dataset_bytes (logged by the guard)
+        received = _received_file(event)
         try:
-            ds = event.dataset  # decoded lazily; pixel data is not parsed here
+            # the header only, bounded as the scorer reads it (a deflated body is measured before it is inflated)
+            ds = parse_dicom_header(received)[0] if received else event.dataset
             study_uid = str(ds.StudyInstanceUID)
             sop_uid = str(ds.SOPInstanceUID)
         except Exception as err:  # missing UIDs or an undecodable dataset
             logger.error("C-STORE from %s: cannot read the dataset's UIDs: %s", calling, err)
             return CANNOT_UNDERSTAND
-        encoded = event.encoded_dataset(include_meta=True)
+        encoded = received or event.encoded_dataset(include_meta=True)
+        size = received.stat().st_size if received else len(encoded)
         try:
-            job = self.queue.begin_instance(study_uid, len(encoded), calling)
+            job = self.queue.begin_instance(study_uid, size, calling)
         except QueueFull as err:
             logger.warning("C-STORE of %s (study %s) from %s refused: queue full: %s", sop_uid, study_uid, calling, err)
             return OUT_OF_RESOURCES
@@ -68,6 +75,15 @@ class StorageHandlers:
             return OUT_OF_RESOURCES
         logger.debug("stored %s of study %s (job %s)", sop_uid, study_uid, job.job_id)
         return SUCCESS
+
+
+def _received_file(event: evt.Event) -> Path | None:
+    """The temporary file pynetdicom wrote the data set to (``STORE_RECV_CHUNKED_DATASET``), else None."""
+    try:
+        path = event.dataset_path
+    except AttributeError:
+        return None
+    return Path(path) if path else None
 
 
 def build_storage_ae(config: NodeConfig) -> AE:
@@ -93,6 +109,7 @@ def connection_limits(config: NodeConfig) -> ConnectionLimits:
     return ConnectionLimits(
         max_pdu_bytes=config.max_pdu_bytes, request_timeout_s=config.request_timeout_s, pdu_timeout_s=config.pdu_timeout_s,
         max_connections=config.max_associations, max_per_peer=config.max_associations_per_peer,
+        max_dataset_bytes=config.max_dataset_bytes, max_association_bytes=config.max_association_bytes,
     )
 
 

@@ -147,3 +147,72 @@ def write_deflate_bomb(path: Path, inflated_bytes: int) -> Path:
             handle.write(block)
         handle.write(tail)
     return Path(path)
+
+
+def write_native(path: Path, rows: int, columns: int, frames: int = 1, modality: str = "DX", z: float | None = None) -> Path:
+    """A 16-bit native DX (or, with ``z``, a CT slice of one series) of random values."""
+    ds = small_dx(bits=16, rows=rows, columns=columns)
+    ds.Modality = modality
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    if z is not None:  # a CT slice of one series
+        ds.SeriesInstanceUID = ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.13"
+        ds.ImageOrientationPatient, ds.ImagePositionPatient = [1, 0, 0, 0, 1, 0], [0, 0, z]
+        ds.PixelSpacing, ds.SliceThickness, ds.RescaleSlope, ds.RescaleIntercept = [0.5, 0.5], 1.0, 1, -1024
+    ds.PixelData = np.random.default_rng(0).integers(0, 4000, (frames, rows, columns), dtype=np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+#: A Storage SCU (run as ``python -c STREAMED_STORE_SENDER PORT FOLDER SIZE,SIZE,...``): writes one
+#: data set of each size in bytes and C-STOREs them over one association, streamed from the file in
+#: P-DATA PDUs of the node's maximum length; prints {"statuses": [...], "pdu": N} (None: no reply).
+STREAMED_STORE_SENDER = r"""
+import json, sys
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pynetdicom import AE, _config
+from pynetdicom.sop_class import Verification
+
+port, folder, sizes = int(sys.argv[1]), sys.argv[2], [int(s) for s in sys.argv[3].split(",")]
+_config.STORE_SEND_CHUNKED_DATASET = True  # streamed from the file in PDUs of the node's maximum length
+
+
+def write(index, nbytes):
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = "1.2.3.4", "1.2.3.4.5", "OT"
+    rows, frames = (nbytes // 1024, 1) if nbytes < 64 << 20 else (1024, nbytes >> 20)  # rows of 512 16-bit values
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, 512, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    ds.PixelData = bytes(rows * 1024 * frames)
+    path = f"{folder}/{index}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+paths = [write(i, n) for i, n in enumerate(sizes)]
+ae = AE(ae_title="LEGIT")
+ae.add_requested_context(SecondaryCaptureImageStorage, ExplicitVRLittleEndian)
+ae.add_requested_context(Verification)
+ae.acse_timeout = ae.network_timeout = 60
+ae.dimse_timeout = 8  # pynetdicom waits this long for a reply on an association the node aborted mid-send
+assoc = ae.associate("127.0.0.1", port, ae_title="MONAI_FRACTURE")
+statuses = []
+for path in paths:
+    if not assoc.is_established:
+        statuses.append(None)
+        continue
+    status = assoc.send_c_store(path)
+    statuses.append(int(status.Status) if status and "Status" in status else None)
+pdu = assoc.acceptor.maximum_length
+if assoc.is_established:
+    assoc.release()
+print(json.dumps({"statuses": statuses, "pdu": pdu}))
+"""
