@@ -20,7 +20,7 @@ from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import Verification
 
-import hostile  # tests/hostile.py: the generators shared with benchmarks/bench_hostile.py
+from helpers import hostile  # tests/helpers/hostile.py: the generators shared with benchmarks/bench_hostile.py
 
 from monai_fracture.pacs.config import build_config
 from monai_fracture.pacs.guard import start_guarded_server
