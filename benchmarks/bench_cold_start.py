@@ -17,8 +17,14 @@ Cases, interleaved per repeat so load on a shared machine hits both alike:
   the two changes below;
 - ``monai.deploy skipped``: ``main()`` alone, which imports MONAI without the MONAI Deploy App
   SDK (``monai_fracture.commands.score.import_monai_without_deploy``), normal shutdown;
-- ``cli``: the program as shipped (``monai_fracture.cli.entry``: also ``gc.freeze()`` before
-  exit, so shutdown skips garbage-collection passes over the ~500k objects torch/MONAI load).
+- ``previous cli``: ``main()`` then ``gc.freeze()`` (shutdown skips garbage-collection passes
+  over the ~500k objects torch/MONAI load), MONAI's full package walk minus monai.deploy: the
+  program as shipped before the trimmed MONAI import;
+- ``cli``: the program as shipped (``monai_fracture.cli.entry``): also MONAI imported without
+  the training/tracking/plotting packages it would drag in (``monai_fracture.startup``).
+
+Each run's CPU time (user + system, the process and its report workers) is recorded beside the
+wall time: on a loaded machine it moves less than wall time.
 
 One extra instrumented run gives the breakdown: interpreter start (spawn to first line of a
 driver), imports (the command's own import step), model load (``Classifier``), header scan,
@@ -33,6 +39,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -54,14 +62,19 @@ BEFORE = "import monai, sys; from monai_fracture.cli import main; sys.argv[0] = 
 #: Only the first change: ``main()`` (MONAI without monai.deploy), normal shutdown (no gc.freeze).
 NO_FREEZE = "import sys; from monai_fracture.cli import main; sys.argv[0] = 'monai-fracture'; raise SystemExit(main())"
 
+#: The shipped program before the trimmed MONAI import: ``main()`` then ``gc.freeze()``.
+PREVIOUS = ("import gc, sys; from monai_fracture.cli import main; sys.argv[0] = 'monai-fracture'; code = main(); "
+            "gc.freeze(); raise SystemExit(code)")
+PREVIOUS_CASE = "previous cli: full MONAI walk (monai.deploy skipped), gc.freeze"
+
 #: Instrumented run: timestamps around the CLI's steps, written as JSON to argv[1].
 DRIVER = r"""
 import sys, time
 T = {"driver_start": time.time()}
 out_json, argv = sys.argv[1], sys.argv[2:]
-import monai_fracture.commands.score as command
-started = time.time()
-command.import_monai_without_deploy()
+from monai_fracture import startup
+startup.owns_process = True  # as cli.entry() sets it
+startup.import_monai_for_scoring()
 T["monai_imported"] = time.time()
 import monai_fracture.scoring as scoring
 import monai_fracture.scoring.runner as runner
@@ -109,18 +122,25 @@ def _sr_files(out: Path) -> list[Path]:
     return sorted((out / "dicom").glob("study-*/SR_*.dcm"))
 
 
-def cold_run(prefix: list[str], image: Path, out: Path) -> float:
-    """Seconds from spawning ``prefix + [score, image, --out, out]`` to its exit; checks the SR."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cold_run(prefix: list[str], image: Path, out: Path) -> tuple[float, float]:
+    """(wall s, CPU s) of ``prefix + [score, image, --out, out]`` from spawn to exit; checks the SR."""
     if out.exists():
         shutil.rmtree(out)
     command = [*prefix, "score", str(image), "--out", str(out), "--no-progress"]
+    cpu = _children_cpu()
     started = time.perf_counter()
     done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     seconds = time.perf_counter() - started
+    cpu = _children_cpu() - cpu
     if done.returncode != 0 or not _sr_files(out):
         raise RuntimeError(f"{' '.join(command)} exited {done.returncode} (SR: {_sr_files(out)}):\n"
                            f"{done.stderr.decode(errors='replace')[-2000:]}")
-    return seconds
+    return seconds, cpu
 
 
 def breakdown(image: Path, work: Path) -> dict:
@@ -170,16 +190,22 @@ def run(ctx: BenchContext) -> Section:
     cases = {
         BEFORE_CASE: [sys.executable, "-c", BEFORE],
         NO_FREEZE_CASE: [sys.executable, "-c", NO_FREEZE],
+        PREVIOUS_CASE: [sys.executable, "-c", PREVIOUS],
         "cli": [sys.executable, "-m", "monai_fracture"],
     }
     repeats = max(1, 3 if ctx.quick else ctx.repeats)
+    load_before = os.getloadavg()
     for prefix in cases.values():  # warm the file cache (and bytecode), untimed
         cold_run(prefix, image, work / "warmup")
     values: dict[str, list[float]] = {name: [] for name in cases}
+    cpu: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(repeats):
         for name, prefix in cases.items():
-            values[name].append(cold_run(prefix, image, work / "out"))
+            wall, used = cold_run(prefix, image, work / "out")
+            values[name].append(wall)
+            cpu[name].append(used)
     phases = breakdown(image, work)
+    load_after = os.getloadavg()
     shutil.rmtree(work, ignore_errors=True)
 
     timing = {name: Timing(v) for name, v in values.items()}
@@ -191,6 +217,10 @@ def run(ctx: BenchContext) -> Section:
             row.baseline, row.ratio = BEFORE_CASE, t.median / timing[BEFORE_CASE].median
             row.ratio_meaning = "cold start / before both changes (lower is better)"
         rows.append(row)
+    for name in cases:
+        t = Timing(cpu[name])
+        rows.append(Row(case=f"{name}: CPU time (user + system, incl. report workers)", metric="cold start CPU",
+                        median=t.median, low=t.low, high=t.high, unit="s"))
     details = {
         "machine": machine(),
         "command": "python -m monai_fracture score ONE --out FRESH_DIR --no-progress (default model, SR written)",
@@ -199,6 +229,8 @@ def run(ctx: BenchContext) -> Section:
         "repeats": repeats,
         "timing": "spawn to exit, one untimed warm-up run per case first (warm OS file cache); cases interleaved",
         "values_s": values,
+        "cpu_s": cpu,
+        "load_average_before_after": [list(load_before), list(load_after)],  # 1/5/15 min: was the machine quiet?
         "breakdown_s": phases,
         "breakdown_note": "one extra instrumented run of the shipped CLI path (timestamps in a driver script; "
                           "SR time inside the report worker from manifest.json)",

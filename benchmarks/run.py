@@ -35,6 +35,7 @@ SECTIONS = {
     "scoring": "benchmarks.score_folder",
     "memory": "benchmarks.bench_memory",
     "cold_start": "benchmarks.bench_cold_start",
+    "peer": "benchmarks.bench_peer",
 }
 RESULTS = Path("benchmarks/results.json")
 

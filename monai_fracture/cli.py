@@ -80,8 +80,12 @@ def entry() -> int:
     shutdown otherwise runs collection passes over all of them, which cost seconds of a short
     run (1 to 6 s measured, benchmarks/bench_cold_start.py) for memory the OS frees anyway.
     atexit handlers, stream flushing and logging shutdown still run. Callers of ``main`` in a
-    longer-lived process (tests, other programs) are not affected.
+    longer-lived process (tests, other programs) are not affected; nor by the trimmed MONAI
+    import the score verb does when it owns the process (``monai_fracture.startup``).
     """
+    from monai_fracture import startup
+
+    startup.owns_process = True
     code = main()
     gc.freeze()
     return code

@@ -97,7 +97,9 @@ def import_monai_without_deploy() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import_monai_without_deploy()
+    from monai_fracture.startup import import_monai_for_scoring
+
+    import_monai_for_scoring()  # this process only scores: skip MONAI's training/plotting imports
     from monai_fracture.scoring import (
         ModelNotFoundError,
         merge_shards,

@@ -1,0 +1,79 @@
+"""What ``monai-fracture score`` imports: the cold-start guard (an import list, not a time).
+
+A one-shot scoring process pays for every package it imports; MONAI's package walk would
+otherwise bring in Ignite, MLflow, matplotlib, scipy, CuPy, the MONAI Deploy SDK and more
+(docs/performance.md#cold-start). The program is run as users run it (``cli.entry``) in a
+fresh interpreter on one generated radiograph, and the test reads the interpreter's
+``sys.modules`` afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+#: Top-level packages a default scoring run must not import (none of them scores an image).
+FORBIDDEN = ("holoscan", "mlflow", "ignite", "torchvision", "ray", "tensorboard", "matplotlib", "pandas",
+             "sklearn", "skimage", "cupy", "sympy")
+#: MONAI subpackages for training, deployment and tracking: never on the scoring path.
+FORBIDDEN_MONAI = ("monai.deploy", "monai.handlers", "monai.engines", "monai.fl", "monai.auto3dseg",
+                   "monai.apps.pathology", "monai.apps.detection")
+
+DRIVER = textwrap.dedent("""
+    import json, sys
+    record, sys.argv = sys.argv[1], ["monai-fracture", "score", *sys.argv[2:]]
+    from monai_fracture.cli import entry
+    code = entry()
+    loaded = sorted(sys.modules)
+    import pandas, scipy.ndimage  # the skipped packages stay importable for code that asks for them
+    with open(record, "w") as handle:
+        json.dump({"code": code, "modules": loaded}, handle)
+""")
+
+
+def _score(image: Path, out: Path, record: Path, *extra: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", DRIVER, str(record), str(image), "--out", str(out), "--no-progress", *extra],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(record.read_text())
+
+
+@pytest.fixture(scope="module")
+def radiograph(tmp_path_factory) -> Path:
+    from monai_fracture.data import generate_demo_dataset
+
+    folder = tmp_path_factory.mktemp("one")
+    generate_demo_dataset(folder, n=1, modality="xr", seed=0, size="256x256", compress=False)
+    (image,) = sorted(p for p in folder.rglob("image_*") if p.is_file())
+    return image
+
+
+def test_default_scoring_imports_nothing_it_does_not_use(radiograph, tmp_path):
+    # threshold 0: the image is positive, so SR, KOS and the GSPS (with its Grad-CAM region) are all written
+    record = _score(radiograph, tmp_path / "out", tmp_path / "modules.json", "--threshold", "0")
+    assert record["code"] == 0
+    written = sorted(p.name[:2] for p in (tmp_path / "out" / "dicom").rglob("*.dcm"))
+    assert written == ["KO", "PR", "SR"]
+    modules = set(record["modules"])
+    roots = {name.split(".")[0] for name in modules}
+    assert not roots & set(FORBIDDEN), sorted(roots & set(FORBIDDEN))
+    assert not {m for m in modules if m.startswith(FORBIDDEN_MONAI)}, sorted(m for m in modules if m.startswith(FORBIDDEN_MONAI))
+    assert {"torch", "monai", "highdicom", "pydicom"} <= roots  # it did score and write DICOM
+
+
+def test_in_process_callers_keep_the_full_monai_import(radiograph, tmp_path):
+    """``cli.main`` inside a longer process (tests, notebooks) must not leave MONAI half-initialised."""
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import sys
+        from monai_fracture.cli import main
+        assert main(["score", {str(radiograph)!r}, "--out", {str(tmp_path / 'out')!r}, "--no-progress", "--no-dicom"]) == 0
+        from monai.utils.enums import EventEnum
+        import ignite.engine
+        assert issubclass(EventEnum, ignite.engine.EventEnum), "MONAI was imported without Ignite"
+        """)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
