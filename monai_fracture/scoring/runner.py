@@ -205,6 +205,8 @@ class _Run:
         command: Sequence[str] | None,
         report_workers: int | None = None,
         outputs: Sequence[str] | None = None,
+        engine: str = "local",
+        ray_settings: Any = None,
     ) -> None:
         self.inputs = [os.fspath(p) for p in inputs]
         self.out_dir = out_dir
@@ -228,7 +230,13 @@ class _Run:
         self.scored_this_run = 0
         self.state = JournalState()
         self.report_workers = report_workers if report_workers is not None else default_report_workers()
-        self.report_pool = _report_pool(self.report_workers)
+        self.engine, self.ray_settings = engine, ray_settings
+        if engine == "ray":
+            from monai_fracture.scoring.ray_engine import RayReportPool
+
+            self.report_pool = RayReportPool()
+        else:
+            self.report_pool = _report_pool(self.report_workers)
         self.report_jobs: list[tuple[tuple[str, str], Future]] = []
 
     # -- identity of the run ---------------------------------------------------------------
@@ -447,6 +455,9 @@ class _Run:
                 classifier = self.classifier(family)
                 if classifier.backend is None:
                     classifier.plan_backend(sum(len(i.paths) for i in items))
+                if self.engine == "ray":
+                    self._score_on_ray(items, classifier, bar)
+                    continue
                 # fork decode workers while the report pool's manager thread is idle (no lock held)
                 self._collect_reports(block=self.workers > 0)
                 loader = make_loader(WorkItemDataset(items, classifier.preprocessing), self.batch_size, self.workers)
@@ -463,6 +474,27 @@ class _Run:
             self.model_threads = torch.get_num_threads()
             torch.set_num_threads(threads)
 
+    def _score_on_ray(self, items: list[WorkItem], classifier: Classifier, bar: Any) -> None:
+        """The same records as ``_score_batch``, from Ray Data stages (``scoring.ray_engine``)."""
+        from monai_fracture.scoring.ray_engine import score_items_on_ray
+
+        # regions in the actors, unless an SC wants the heatmap image itself (the driver makes it then)
+        in_actors = "sc" not in self.outputs
+        wants = [in_actors and self._needs_region(i, ImageResult((), 1.0, 0.0, None), classifier) for i in items]
+        preprocessing = {**classifier.info.preprocessing, "modality": classifier.modality}
+        started = time.perf_counter()
+        for scored in score_items_on_ray(
+            items, wants, model=classifier.model.path, preprocessing=preprocessing, device=str(classifier.device),
+            threshold=classifier.threshold, backend=classifier.requested_backend, batch_size=self.batch_size, settings=self.ray_settings,
+        ):
+            batch = [{"index": s.index, "error": s.error} for s in scored]
+            probabilities = {s.index: round(s.probability, PROBABILITY_DECIMALS) for s in scored if s.error is None}
+            regions = {s.index: s.region for s in scored if s.region}
+            self._record_batch(batch, items, classifier, probabilities, regions)
+            self._collect_reports(block=False)
+            bar.update(sum(len(items[s.index].paths) for s in scored))
+        self.timings["ray_s"] += time.perf_counter() - started
+
     def _score_batch(self, batch: list[dict[str, Any]], items: list[WorkItem], classifier: Classifier) -> None:
         good = [s for s in batch if s["image"] is not None]
         probabilities: dict[int, float] = {}
@@ -472,6 +504,10 @@ class _Run:
             self.timings["model_s"] += time.perf_counter() - started
             # rounded once, so results.csv, the decision and the SR carry the same number
             probabilities = {s["index"]: round(float(v), PROBABILITY_DECIMALS) for s, v in zip(good, values)}
+        self._record_batch(batch, items, classifier, probabilities, {})
+
+    def _record_batch(self, batch: list[dict[str, Any]], items: list[WorkItem], classifier: Classifier,
+                      probabilities: dict[int, float], regions: dict[int, dict[str, Any]]) -> None:
         rows: list[ResultRow] = []
         outcomes: list[tuple[WorkItem, ImageResult | None, float | None]] = []
         for sample in batch:
@@ -490,9 +526,14 @@ class _Run:
             outcomes.append((item, result, probability))
             self.scored_this_run += len(item.paths)
         self._record(rows)  # journal first: a kill after this never loses these rows
-        for item, result, probability in outcomes:
+        for index, (item, result, probability) in zip((s["index"] for s in batch), outcomes):
             if result is not None and self._needs_region(item, result, classifier):
-                result = self._localise(item, result, classifier)
+                if index in regions:  # computed where the model ran (Ray actors)
+                    self.journal.write_region(item.paths[0], regions[index])
+                    self.state.regions[item.paths[0]] = regions[index]
+                    result = replace(result, region=EvidenceRegion.from_dict(regions[index]))
+                else:
+                    result = self._localise(item, result, classifier)
             self._finish_item(item, result)
 
     def close_reports(self) -> None:
@@ -528,6 +569,7 @@ class _Run:
             "model": _model_entry(self.xr),
             "ct_model": _model_entry(self.ct) if self.ct else None,
             "settings": {
+                "engine": self.engine,
                 "batch_size": self.batch_size,
                 "workers": self.workers,
                 "device": str(self.xr.device),
@@ -594,6 +636,8 @@ def score_paths(
     report_workers: int | None = None,
     backend: str = "auto",
     outputs: str | Sequence[str] | None = None,
+    engine: str = "local",
+    ray_settings: Any = None,
 ) -> ScoreSummary:
     """Score every file under ``inputs`` into ``out_dir`` (see docs/scoring.md).
 
@@ -624,11 +668,22 @@ def score_paths(
             reason = available_backends(classifier.model, classifier.device, [classifier.requested_backend])
             if reason[classifier.requested_backend]:
                 raise BackendUnavailable(f"backend {classifier.requested_backend}: {reason[classifier.requested_backend]}")
+    if engine not in ("local", "ray"):
+        raise ValueError(f"unknown engine {engine!r}; choose local or ray")
+    if engine == "ray" and shard is not None:
+        raise ValueError("--engine ray partitions the work itself: drop --shard (and torchrun)")
+    ray_started = False
+    if engine == "ray":
+        from monai_fracture.scoring.ray_engine import RaySettings, connect
+
+        ray_settings = ray_settings or RaySettings()
+        ray_started = connect(ray_settings)
     distributed = _init_distributed(shard)
     run = _Run(
         inputs, out_dir, xr, ct,
         batch_size=batch_size, workers=workers, heatmaps=heatmaps, write_dicom=write_dicom,
         shard=shard, progress=progress, command=command, report_workers=report_workers, outputs=outputs,
+        engine=engine, ray_settings=ray_settings,
     )
     interrupted = False
     owned: list[str] = []
@@ -646,6 +701,10 @@ def score_paths(
         results_path, manifest = run.finish(owned, interrupted, started_at, t0)
     finally:
         run.journal.close()
+        if ray_started:
+            from monai_fracture.scoring.ray_engine import disconnect
+
+            disconnect(ray_started)
     merged = False
     if shard is not None and not interrupted:
         merged = _merge_if_complete(out_dir, shard, distributed)
