@@ -1,6 +1,6 @@
 """Driver run inside a private network namespace: our DICOM outputs into a real Orthanc, and what its REST shows.
 
-``python tests/orthanc_outputs.py SPEC.json`` (started by ``tests/test_outputs_orthanc.py`` under
+``python tests/orthanc_outputs.py SPEC.json`` (started by ``tests/test_reports_orthanc.py`` under
 ``unshare --net``): starts Orthanc (``tests/orthanc.py``), C-STOREs the source images and then our
 objects, and writes ``driver.json`` with, per stored object, the Orthanc study it was filed in,
 its modality, and the REST view of the SR region and the GSPS reference; last, it re-sends one

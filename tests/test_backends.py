@@ -158,7 +158,7 @@ def test_score_records_the_backend_and_agrees_with_fp32(tmp_path):
     import pandas as pd
 
     from monai_fracture.cli import main as cli_main
-    from test_score_support import image_files, make_demo_folder, make_model
+    from test_scoring_support import image_files, make_demo_folder, make_model
 
     folder = make_demo_folder(tmp_path / "in", n=8, seed=5, size=96)
     model = make_model(tmp_path / "model", image_files(folder))

@@ -49,7 +49,8 @@ def app_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
-    score_paths([str(root / "data")], root / "reference", model=str(model / "xr"), ct_model=str(model / "ct"), write_dicom=False)
+    # the same files through `score`, with its default outputs (SR with region, KOS, GSPS)
+    score_paths([str(root / "data")], root / "reference", model=str(model / "xr"), ct_model=str(model / "ct"))
     reference = pd.read_csv(root / "reference" / "results.csv")
     ct_studies = set(reference.loc[reference["path"].str.contains("/data/ct/"), "study_uid"].dropna())
     assert len(ct_studies) == 1
@@ -84,6 +85,22 @@ def test_app_writes_one_referenced_sr_per_study(app_run: dict) -> None:
         assert kos.SOPClassUID == KOS_STORAGE_CLASS
         positives = set(scored.loc[(scored["study_uid"] == kos.StudyInstanceUID) & (scored["probability"] >= TINY_MODEL_THRESHOLD), "sop_uid"])
         assert evidence_uids(kos) == positives and positives
+
+
+def test_app_writes_the_objects_score_writes(app_run: dict) -> None:
+    """SR (with the evidence region), KOS and GSPS of the app are those of `score`: same content-derived
+    SOP Instance UIDs (reports.series) and the same SR content, element for element."""
+    def by_uid(folder: Path) -> dict[str, pydicom.Dataset]:
+        return {ds.SOPInstanceUID: ds for ds in (pydicom.dcmread(p) for p in folder.rglob("*.dcm"))}
+
+    app, score = by_uid(app_run["out"]), by_uid(app_run["reference"] / "dicom")
+    modalities = sorted(ds.Modality for ds in score.values())
+    assert "PR" in modalities and "KO" in modalities, modalities  # positives with a region exist
+    assert set(app) == set(score)
+    for uid, ds in score.items():
+        if ds.Modality == "SR":
+            assert sr_findings(app[uid]) == sr_findings(ds)
+            assert app[uid].ContentSequence == ds.ContentSequence
 
 
 def test_selection_rules_pick_cr_dx_ct_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -152,7 +152,7 @@ def test_logs_hold_no_phi_and_names_are_cleaned_in_our_objects(whole_run):
         assert str(ds.ReferringPhysicianName) == "DOEINJECTED[31m"
         assert str(ds.AccessionNumber) == "ACC1"
         if shutil.which("dciodvfy"):
-            from test_score_support import dciodvfy_errors
+            from test_scoring_support import dciodvfy_errors
 
             assert dciodvfy_errors(path) == [], path
     for path in [out / "journal.jsonl", out / "results.csv", out / "manifest.json", *objects]:

@@ -17,7 +17,7 @@ from monai_fracture.reports import (
 )
 from monai_fracture.reports.evidence import PATIENT_STUDY_KEYWORDS
 from needs import tool
-from test_score_support import dciodvfy_errors, image_files, make_demo_folder
+from test_scoring_support import dciodvfy_errors, image_files, make_demo_folder
 
 MODEL = types.SimpleNamespace(name="test-fracture", version="0.0.1")
 

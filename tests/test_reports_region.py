@@ -15,7 +15,7 @@ import pytest
 
 from monai_fracture.reports import ImageResult, parse_outputs, write_study_outputs
 from monai_fracture.scoring.saliency import hot_region
-from test_score_support import dciodvfy_errors, image_files, make_demo_folder
+from test_scoring_support import dciodvfy_errors, image_files, make_demo_folder
 
 MODEL = types.SimpleNamespace(name="test-fracture", version="0.0.1")
 OTHER_MODEL = types.SimpleNamespace(name="test-fracture", version="0.0.2")

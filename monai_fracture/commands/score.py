@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from monai_fracture.reports.outputs import outputs_help  # the registry's list; imports no highdicom
+
     parser.add_argument("inputs", nargs="*", metavar="INPUT", help="files or folders (walked recursively)")
     parser.add_argument("--out", "-o", type=Path, help="output folder (results.csv, manifest.json, dicom/)")
     parser.add_argument(
@@ -42,9 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, help="decision threshold on P(fracture) (default: the model's)")
     parser.add_argument("--heatmaps", action="store_true", help="write Grad-CAM overlays of positive images as DICOM SC "
                         "(same as adding sc to --outputs)")
-    parser.add_argument("--outputs", metavar="LIST", help="DICOM objects to write, comma-separated from sr (TID 1500 SR with "
-                        "the evidence region), kos (key images), pr (GSPS overlay per positive image), sc (heatmap "
-                        "Secondary Capture) (default: sr,kos,pr)")
+    parser.add_argument("--outputs", metavar="LIST", help=outputs_help())
     parser.add_argument("--no-dicom", action="store_true", help="write results.csv and manifest.json only")
     parser.add_argument("--shard", metavar="I/N", help="score shard I of N (0-based; split by study)")
     parser.add_argument("--merge", type=Path, metavar="DIR", help="merge results.shard-*-of-N.csv in DIR and exit")

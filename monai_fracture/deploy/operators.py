@@ -1,10 +1,10 @@
-"""Our two operators: classify the selected series, and write TID 1500 SR + KOS into the source study.
+"""Our two operators: classify the selected series, and write the study's DICOM outputs into it.
 
-Both reuse the library, not copies of it: ``FractureClassifierOperator`` reads pixels with
-``monai_fracture.io`` and scores with ``monai_fracture.scoring.Classifier`` (the preprocessing
-stored with the model, as in the bundle and ``monai-fracture score``);
-``FractureReportWriterOperator`` calls ``monai_fracture.reports.write_study_outputs``, so the
-app's SR and KOS are the same objects the batch scorer and the PACS node send.
+Both run the library's own stream, not copies of it: ``FractureClassifierOperator`` scores the
+selected files with ``monai_fracture.scoring.score_items`` (the catalog, preprocessing, decision
+and Grad-CAM evidence region of ``monai-fracture score``); ``FractureReportWriterOperator`` writes
+each study with the registered output writers (``reports.outputs``: SR with the region, KOS, GSPS
+by default), so the app's objects are the ones the batch scorer and the PACS node send.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from monai.deploy.core import ConditionType, Fragment, Operator, OperatorSpec
-from pydicom.dataset import Dataset
-
 logger = logging.getLogger(__name__)
 
 RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "MG", "RF", "XA", "IO", "PX"})
@@ -24,13 +22,13 @@ RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "MG", "RF", "XA", "IO", "PX"})
 
 @dataclass
 class StudyScores:
-    """What the writer needs for one study: source headers, one result per image or CT series."""
+    """What the writer needs for one study and model: source files, one result per image or CT series."""
 
     study_uid: str
-    sources: list[Dataset]
+    paths: list[str]
     results: list[Any]  # monai_fracture.reports.ImageResult
     model_info: Any  # monai_fracture.model_package.ModelInfo
-    skipped: list[str] = field(default_factory=list)  # "<sop or series uid>: reason"
+    skipped: list[str] = field(default_factory=list)  # "<file or instance>: reason"
 
 
 def load_classifiers(model_path: str | Path, device: str = "cpu") -> dict[str, Any]:
@@ -76,70 +74,64 @@ class FractureClassifierOperator(Operator):
 
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
         selections = op_input.receive("study_selected_series_list") or []
-        scores = [self.score_study(selection) for selection in selections]
-        scores = [s for s in scores if s.results]
+        scores = [study for selection in selections for study in self.score_study(selection)]
         logger.info("%d studies with results", len(scores))
         op_output.emit(scores, "study_scores")
 
-    def score_study(self, study_selection: Any) -> StudyScores:
-        """One ``StudySelectedSeries`` -> :class:`StudyScores`; unreadable images are skipped with the reason."""
-        from monai_fracture.io import ImageReadError, read_dicom, read_dicom_series
-        from monai_fracture.reports import ImageResult
+    def score_study(self, study_selection: Any) -> list[StudyScores]:
+        """One ``StudySelectedSeries`` -> one :class:`StudyScores` per model family with results.
 
-        sources: list[Dataset] = []
-        results: list[ImageResult] = []
-        skipped: list[str] = []
+        The selected files go through ``score_items`` exactly as ``monai-fracture score`` scores a
+        folder; files that cannot be scored are listed in ``skipped`` with the reason.
+        """
+        from monai_fracture.scoring.catalog import build_catalog
+        from monai_fracture.scoring.stream import ScoredBatch, StudyScore, score_items
+
         study_uid = str(study_selection.study.StudyInstanceUID)
+        paths: list[str] = []
+        skipped: list[str] = []
         seen_series: set[str] = set()
-        model_info = None
         for selected in study_selection.selected_series:
             series = selected.series
             series_uid = str(series.SeriesInstanceUID)
             if series_uid in seen_series:  # a series matched by two selections is scored once
                 continue
             seen_series.add(series_uid)
-            instances = [sop.get_native_sop_instance() for sop in series.get_sop_instances()]
             modality = str(series.Modality or "").upper()
             family = "ct" if modality == "CT" else "xr" if modality in RADIOGRAPH_MODALITIES else None
-            classifier = self.classifiers.get(family) if family else None
-            if classifier is None:
+            if family is None or family not in self.classifiers:
                 skipped.append(f"{series_uid}: no model for modality {modality or '?'}")
                 logger.warning("series %s skipped: no model for modality %s", series_uid, modality or "?")
                 continue
-            model_info = classifier.info
-            if family == "ct":
-                paths = [ds.filename for ds in instances]
-                try:
-                    image = read_dicom_series(paths)
-                except ImageReadError as err:
-                    skipped.append(f"{series_uid}: {err}")
-                    logger.warning("CT series %s skipped: %s", series_uid, err)
-                    continue
-                probability = float(classifier.score([image], batch_size=1)[0])
-                results.append(ImageResult(tuple(str(ds.SOPInstanceUID) for ds in instances), probability, classifier.threshold, series_uid))
-                sources.extend(instances)
-                continue
-            images, used = [], []
-            for ds in instances:
-                try:
-                    images.append(read_dicom(ds.filename))
-                    used.append(ds)
-                except ImageReadError as err:
-                    skipped.append(f"{ds.SOPInstanceUID}: {err}")
-                    logger.warning("image %s skipped: %s", ds.SOPInstanceUID, err)
-            probabilities = classifier.score(images, batch_size=self.batch_size) if images else []
-            for ds, probability in zip(used, probabilities):
-                results.append(ImageResult((str(ds.SOPInstanceUID),), float(probability), classifier.threshold, series_uid))
-                sources.append(ds)
-        logger.info("study %s: %d result(s), %d skipped", study_uid, len(results), len(skipped))
-        return StudyScores(study_uid, sources, results, model_info, skipped)
+            paths.extend(str(sop.get_native_sop_instance().filename) for sop in series.get_sop_instances())
+        catalog = build_catalog(sorted(set(paths)), ct_enabled="ct" in self.classifiers)
+        skipped.extend(f"{r.path}: {r.reason}" for r in catalog.decided())
+        items = [i for i in catalog.items if i.family in self.classifiers]
+        studies: list[StudyScores] = []
+        for event in score_items(items, self.classifiers.get("xr"), ct_classifier=self.classifiers.get("ct"),
+                                 batch_size=self.batch_size):
+            if isinstance(event, ScoredBatch):
+                skipped.extend(f"{row.path}: {row.reason}" for s in event.scores if s.result is None for row in s.rows)
+            elif isinstance(event, StudyScore):
+                info = self.classifiers[event.family].info
+                studies.append(StudyScores(event.study_uid, list(event.paths), list(event.results), info))
+        for line in skipped:
+            logger.warning("study %s: skipped %s", study_uid, line)
+        if studies:
+            studies[0].skipped.extend(skipped)
+        logger.info("study %s: %d result(s), %d skipped", study_uid, sum(len(s.results) for s in studies), len(skipped))
+        return studies
 
 
 class FractureReportWriterOperator(Operator):
-    """Writes one TID 1500 SR per study (and a KOS of the positive images) under the output folder."""
+    """Writes each study's chosen outputs (``outputs``, default SR + KOS + GSPS) under the output folder."""
 
-    def __init__(self, fragment: Fragment, *args: Any, output_folder: str | Path, **kwargs: Any) -> None:
+    def __init__(self, fragment: Fragment, *args: Any, output_folder: str | Path, outputs: Any = None,
+                 **kwargs: Any) -> None:
+        from monai_fracture.reports.outputs import parse_outputs
+
         self.output_folder = Path(output_folder)
+        self.outputs = parse_outputs(outputs)
         self.written: list[Path] = []
         super().__init__(fragment, *args, **kwargs)
 
@@ -147,9 +139,11 @@ class FractureReportWriterOperator(Operator):
         spec.input("study_scores")
 
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
-        from monai_fracture.reports import write_study_outputs
+        from monai_fracture.reports.study import write_outputs_from_files
 
         for study in op_input.receive("study_scores") or []:
-            paths = write_study_outputs(study.sources, study.results, study.model_info, self.output_folder)
+            written = write_outputs_from_files(study.paths, study.results, study.model_info, self.output_folder,
+                                               outputs=self.outputs)
+            paths = [path for files in written.values() for path in files]
             self.written.extend(paths)
             logger.info("study %s: wrote %s", study.study_uid, ", ".join(p.name for p in paths))

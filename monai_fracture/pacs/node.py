@@ -3,8 +3,9 @@
     PACS ──C-STORE──► StorageHandlers ──► StudyQueue (work_dir) ──► worker: score ──► send (C-STORE/STOW)
 
 The worker takes a study once no instance of it arrived for ``study_idle_timeout_s``; scoring
-runs the same code as ``monai-fracture score`` (``monai_fracture.scoring.score_paths``), so
-the SR and KOS that go back are the ones the batch scorer writes.
+runs the same code as ``monai-fracture score`` (``monai_fracture.scoring.score_paths``, on the
+stream ``score_items``), so the objects that go back are the ones the batch scorer writes, and
+exactly those its output writers report (never a glob of a folder).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from monai_fracture.pacs.sender import CStoreSender, ResultSender, SendError, St
 
 logger = logging.getLogger(__name__)
 
-# (instances folder, output folder) -> result files (SR, KOS) to send back
+# (instances folder, output folder) -> result files to send back
 StudyScorer = Callable[[Path, Path], Sequence[Path]]
 
 
@@ -38,7 +39,7 @@ class ScoringError(Exception):
 
 
 class ScorePathsScorer:
-    """Scores one study folder with ``monai_fracture.scoring.score_paths`` and returns its DICOM outputs."""
+    """Scores one study folder with ``monai_fracture.scoring.score_paths``; returns the files it reports."""
 
     def __init__(
         self, model: Any, device: str = "cpu", batch_size: int = 16, threshold: float | None = None, ct_model: Any = None
@@ -64,7 +65,7 @@ class ScorePathsScorer:
             progress=False,
             report_workers=0,  # no forked children: they would inherit the node's listening socket
         )
-        outputs = sorted((out_dir / "dicom").rglob("*.dcm"))
+        outputs = summary.output_files()
         counts = dict(getattr(summary, "counts", {}) or {})
         if counts.get("failed"):
             logger.warning("job %s: some instances could not be scored: %s", instances_dir.parent.name, _summary_text(summary, out_dir))
@@ -205,7 +206,7 @@ class DicomNode:
                 return
             logger.info("study %s scored in %.2fs (%d instances, %d result objects)",
                         job.study_uid, time.perf_counter() - started, job.n_instances, len(results))
-        files = sorted(job.results_dir.glob("*.dcm"))
+        files = job.result_files
         try:
             self.sender.send(files)
         except (SendError, OSError) as err:

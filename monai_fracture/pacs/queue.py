@@ -4,7 +4,7 @@ Layout under ``work_dir``::
 
     studies/<job>/state.json        status and counters (written atomically)
     studies/<job>/instances/*.dcm   received instances (names are hashes of SOP Instance UIDs)
-    studies/<job>/results/*.dcm     SR and KOS to send back, once scored
+    studies/<job>/results/*.dcm     the result objects to send back, once scored; state.json lists them
     failed/<job>/failure.json       a study that could not be finished, and why
     done/<job>/                     finished studies (only with ``keep_done``)
 
@@ -85,6 +85,7 @@ class StudyJob:
     next_attempt: float = 0.0
     error: str | None = None
     calling_aets: list[str] = field(default_factory=list)
+    results: list[str] = field(default_factory=list)  # names under results/ that the scorer reported
     directory: Path = Path()
     in_flight: int = 0  # instances being written right now (memory only)
 
@@ -95,6 +96,11 @@ class StudyJob:
     @property
     def results_dir(self) -> Path:
         return self.directory / "results"
+
+    @property
+    def result_files(self) -> list[Path]:
+        """The files to send: those the scorer reported, in its order (never a glob of the folder)."""
+        return [self.results_dir / name for name in self.results]
 
     @property
     def state_path(self) -> Path:
@@ -165,8 +171,8 @@ class StudyQueue:
                 if job.status == JobStatus.FAILED:  # crashed between "failed" and the move
                     self._move(directory, self.failed_dir, {"job_id": job.job_id, "study_uid": job.study_uid, "error": job.error})
                     continue
-                if job.status == JobStatus.SCORED and not any(job.results_dir.glob("*.dcm")):
-                    job.status = JobStatus.COMPLETE
+                if job.status == JobStatus.SCORED and (not job.results or not all(f.is_file() for f in job.result_files)):
+                    job.status = JobStatus.COMPLETE  # crashed while moving the results in: score again
                 self._jobs[job.job_id] = job
                 if job.status == JobStatus.RECEIVING:
                     self._receiving[job.study_uid] = job.job_id
@@ -259,15 +265,17 @@ class StudyQueue:
         return sorted(ready, key=lambda j: j.last_received)
 
     def mark_scored(self, job: StudyJob, results: list[Path]) -> None:
-        """Move the scorer's files into results/ (one rename) and record the new status."""
+        """Copy the files the scorer reported into results/ (one rename), list them in the state."""
         with self._lock:
             staging = job.directory / ".results.tmp"
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir()
-            for i, result in enumerate(results):
-                shutil.copy2(result, staging / f"{i:03d}_{result.name}")
+            names = [f"{i:03d}_{result.name}" for i, result in enumerate(results)]
+            for name, result in zip(names, results):
+                shutil.copy2(result, staging / name)
             shutil.rmtree(job.results_dir, ignore_errors=True)
             os.replace(staging, job.results_dir)
+            job.results = names
             job.status = JobStatus.SCORED
             self.save(job)
 

@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import highdicom as hd
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
 
 from monai_fracture.reports import concepts
 from monai_fracture.reports.results import ModelIdentity
+from monai_fracture.reports.series import Placement
 from monai_fracture.reports.sr import device_observer
+from monai_fracture.reports.writer import StudyOutput
 
 
 def build_key_object_selection(
     positive_headers: Sequence[Dataset],
     model_info: ModelIdentity,
+    placement: Placement,
     *,
-    series_uid: str,
-    sop_uid: str,
     device_uid: str,
-    series_number: int = 9902,
-    instance_number: int = 1,
-    series_description: str = "Fracture key images (AI)",
 ) -> hd.ko.KeyObjectSelectionDocument:
     """KOS (TID 2010, "Of Interest") referencing exactly ``positive_headers``; there must be at least one."""
     if not positive_headers:
@@ -33,13 +31,16 @@ def build_key_object_selection(
         observer_device_context=device_observer(device_uid, model_info),
         description=f"Images with a suspected fracture ({model_info.name} {model_info.version})"[:1024],
     )
-    return hd.ko.KeyObjectSelectionDocument(
-        evidence=list(positive_headers),
-        content=content,
-        series_instance_uid=UID(series_uid),
-        series_number=series_number,
-        sop_instance_uid=UID(sop_uid),
-        instance_number=instance_number,
-        manufacturer=concepts.MANUFACTURER,
-        series_description=series_description[:64],
-    )
+    return hd.ko.KeyObjectSelectionDocument(evidence=list(positive_headers), content=content,
+                                            **placement.highdicom_kwargs())
+
+
+def write(study: StudyOutput) -> list[Path]:
+    """A KOS of the positive images; none when no image is positive."""
+    positive_uids = [uid for r in study.positives for uid in r.sop_uids]
+    if not positive_uids:
+        return []
+    by_uid = study.by_uid
+    kos = build_key_object_selection([by_uid[uid] for uid in positive_uids], study.model_info,
+                                     study.placement("kos", positive_uids), device_uid=study.device_uid)
+    return [study.save("KO", kos)]

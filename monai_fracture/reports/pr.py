@@ -13,15 +13,16 @@ get an INVERSE presentation LUT so bone stays white.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.uid import UID
 
-from monai_fracture.reports import concepts
 from monai_fracture.reports.results import ImageResult, ModelIdentity
+from monai_fracture.reports.series import Placement
+from monai_fracture.reports.writer import StudyOutput
 
 logger = logging.getLogger(__name__)
 
@@ -115,12 +116,7 @@ def build_fracture_gsps(
     header: Dataset,
     result: ImageResult,
     model_info: ModelIdentity,
-    *,
-    series_uid: str,
-    sop_uid: str,
-    series_number: int = 9904,
-    instance_number: int = 1,
-    series_description: str = "Fracture overlay (AI)",
+    placement: Placement,
 ) -> hd.pr.GrayscaleSoftcopyPresentationState:
     """A GSPS for one positive radiograph with a region; ``header`` from ``presentation_header``."""
     if result.region is None or not result.positive:
@@ -144,11 +140,6 @@ def build_fracture_gsps(
     version = str(model_info.version)[:64] or "unknown"
     gsps = hd.pr.GrayscaleSoftcopyPresentationState(
         referenced_images=[header],
-        series_instance_uid=UID(series_uid),
-        series_number=series_number,
-        sop_instance_uid=UID(sop_uid),
-        instance_number=instance_number,
-        manufacturer=concepts.MANUFACTURER,
         manufacturer_model_name=str(model_info.name)[:64] or "monai-fracture",
         software_versions=version,
         device_serial_number=str(model_info.name)[:64] or "monai-fracture",
@@ -157,9 +148,24 @@ def build_fracture_gsps(
         graphic_annotations=[annotation],
         graphic_layers=[layer],
         presentation_lut_transformation=hd.PresentationLUTTransformation(presentation_lut_shape=shape),
-        series_description=series_description[:64],
+        **placement.highdicom_kwargs(),
     )
     # General Series Laterality is type 2C for a paired body part: the source's side, else empty (unknown)
     laterality = header.get("Laterality") or header.get("ImageLaterality")
     gsps.Laterality = laterality if laterality in {"L", "R"} else ""
     return gsps
+
+
+def write(study: StudyOutput) -> list[Path]:
+    """One GSPS per positive radiograph with an evidence region, drawn over the source pixels."""
+    by_uid = study.by_uid
+    raw_by_uid = {str(s.SOPInstanceUID): s for s in study.sources if "SOPInstanceUID" in s}
+    overlays = [r for r in study.positives if r.region is not None and len(r.sop_uids) == 1]
+    written = []
+    for number, result in enumerate(overlays, start=1):
+        uid = result.sop_uids[0]
+        header = presentation_header(by_uid[uid], raw_by_uid.get(uid, by_uid[uid]))
+        gsps = build_fracture_gsps(header, result, study.model_info,
+                                   study.placement("pr", [result.content_key()], instance_number=number))
+        written.append(study.save("PR", gsps))
+    return written

@@ -9,6 +9,12 @@ from typing import Any, Protocol
 import numpy as np
 
 
+def decide(probability: Any, threshold: float) -> Any:
+    """The decision rule, the one place it is written: positive when ``probability >= threshold``
+    (scikit-learn's ROC convention, as ``training.metrics``); works on a float or an array."""
+    return probability >= threshold
+
+
 @dataclass(frozen=True)
 class EvidenceRegion:
     """The region of strongest evidence in source pixel coordinates (row, column; 0-based pixel centres).
@@ -57,7 +63,7 @@ class ImageResult:
 
     @property
     def positive(self) -> bool:
-        return self.probability >= self.threshold
+        return bool(decide(self.probability, self.threshold))
 
     def finding_text(self) -> str:
         """The decision in words, the way a radiologist reads it first."""

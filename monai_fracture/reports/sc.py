@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
 
-from monai_fracture.reports import concepts
+from monai_fracture.reports import series
+from monai_fracture.reports.evidence import clean_study_headers
+from monai_fracture.reports.files import atomic_write_dataset, object_file_name, study_folder
 from monai_fracture.reports.results import Heatmap, ModelIdentity
+from monai_fracture.reports.series import Placement
+from monai_fracture.reports.writer import StudyOutput
 
 _BIPED = {value.value for value in hd.enum.PatientOrientationValuesBiped}
 
@@ -39,12 +45,7 @@ def build_heatmap_sc(
     header: Dataset,
     heatmap: Heatmap,
     model_info: ModelIdentity,
-    *,
-    series_uid: str,
-    sop_uid: str,
-    series_number: int = 9903,
-    instance_number: int = 1,
-    series_description: str = "Fracture heatmaps (AI, Grad-CAM)",
+    placement: Placement,
 ) -> hd.sc.SCImage:
     """An RGB Secondary Capture of the Grad-CAM overlay in the same study (new series)."""
     rgb = overlay_rgb(heatmap.image, heatmap.cam)
@@ -57,14 +58,9 @@ def build_heatmap_sc(
         photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
         bits_allocated=8,
         coordinate_system=hd.CoordinateSystemNames.PATIENT,
-        series_instance_uid=UID(series_uid),
-        series_number=series_number,
-        sop_instance_uid=UID(sop_uid),
-        instance_number=instance_number,
-        manufacturer=concepts.MANUFACTURER,
         patient_orientation=orientation or ("L", "F"),
         laterality=laterality,
-        series_description=series_description[:64],
+        **placement.highdicom_kwargs(),
     )
     if orientation is None:
         sc.PatientOrientation = None  # type 2: unknown stays empty rather than invented
@@ -77,3 +73,35 @@ def build_heatmap_sc(
     derivation.ReferencedSOPInstanceUID = header.SOPInstanceUID
     sc.SourceImageSequence = [derivation]
     return sc
+
+
+def write_heatmap_output(
+    source: Dataset,
+    heatmap: Heatmap,
+    model_info: ModelIdentity,
+    out_dir: str | os.PathLike,
+    instance_number: int = 1,
+) -> Path:
+    """Write one Grad-CAM Secondary Capture for ``source`` (a header) into its study folder.
+
+    Used on its own while streaming, so a heatmap is written as soon as it exists instead of
+    being held until the study's last image.
+    """
+    header = clean_study_headers([source])[0]
+    study_uid = str(header.StudyInstanceUID)
+    sc = build_heatmap_sc(header, heatmap, model_info,
+                          series.placement("sc", study_uid, model_info, [heatmap.sop_uid], instance_number))
+    folder = study_folder(out_dir, study_uid)
+    return atomic_write_dataset(folder / object_file_name("SC", str(sc.SOPInstanceUID)), series.Stamp.now().apply(sc))
+
+
+def write(study: StudyOutput) -> list[Path]:
+    """One SC per heatmap handed to the study (a streaming run writes them as they come instead)."""
+    by_uid = study.by_uid
+    written = []
+    for number, heatmap in enumerate(sorted(study.heatmaps, key=lambda h: h.sop_uid), start=1):
+        header = by_uid.get(heatmap.sop_uid)
+        if header is None:
+            raise ValueError(f"heatmap for {heatmap.sop_uid!r}, which is not among the study sources")
+        written.append(write_heatmap_output(header, heatmap, study.model_info, study.out_dir, instance_number=number))
+    return written

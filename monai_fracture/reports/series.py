@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
+from monai_fracture.reports import concepts
 from monai_fracture.reports.files import derived_uid, stable_hash
 from monai_fracture.reports.results import ModelIdentity
 
@@ -65,6 +67,40 @@ def instance_uid(family: str, study_uid: str, model_info: ModelIdentity, content
 
     digest = stable_hash(*[repr(part) for part in content], length=32)
     return derived_uid(family, study_uid, *model_key(model_info), __version__, digest)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a new object goes: its series and instance UIDs, numbers and description (see ``placement``)."""
+
+    series_uid: str
+    sop_uid: str
+    series_number: int
+    series_description: str
+    instance_number: int = 1
+
+    def highdicom_kwargs(self) -> dict[str, object]:
+        """The keyword arguments every highdicom document/image constructor takes for these attributes."""
+        return {
+            "series_instance_uid": UID(self.series_uid),
+            "series_number": self.series_number,
+            "sop_instance_uid": UID(self.sop_uid),
+            "instance_number": self.instance_number,
+            "manufacturer": concepts.MANUFACTURER,
+            "series_description": self.series_description[:64],
+        }
+
+
+def placement(family: str, study_uid: str, model_info: ModelIdentity, content: Iterable[object],
+              instance_number: int = 1) -> Placement:
+    """The series of ``family`` for this study and model, and the instance that says ``content``."""
+    return Placement(
+        series_uid=series_uid(family, study_uid, model_info),
+        sop_uid=instance_uid(family, study_uid, model_info, content),
+        series_number=series_number(family, model_info),
+        series_description=series_description(family, model_info),
+        instance_number=instance_number,
+    )
 
 
 @dataclass(frozen=True)

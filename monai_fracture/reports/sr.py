@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import highdicom as hd
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
-from pydicom.uid import UID
 
-from monai_fracture.reports import concepts
+from monai_fracture.reports import concepts, series
+from monai_fracture.reports.files import derived_uid
 from monai_fracture.reports.results import ImageResult, ModelIdentity
+from monai_fracture.reports.series import Placement
+from monai_fracture.reports.writer import StudyOutput
 
 
 def algorithm_identification(model_info: ModelIdentity) -> hd.sr.AlgorithmIdentification:
@@ -103,14 +106,10 @@ def build_fracture_sr(
     headers: Sequence[Dataset],
     results: Sequence[ImageResult],
     model_info: ModelIdentity,
+    placement: Placement,
     *,
-    series_uid: str,
-    sop_uid: str,
     device_uid: str,
-    series_number: int = 9901,
-    instance_number: int = 1,
     tracking_uids: Sequence[str] | None = None,
-    series_description: str = "Fracture classification (AI)",
 ) -> hd.sr.Comprehensive3DSR:
     """One SR for one study; ``headers`` are clean source headers (``evidence.clean_study_headers``)."""
     by_uid = {str(h.SOPInstanceUID): h for h in headers}
@@ -130,14 +129,19 @@ def build_fracture_sr(
         procedure_reported=concepts.procedure_for_modalities(modalities),
         imaging_measurements=groups,
     )
-    return hd.sr.Comprehensive3DSR(
-        evidence=referenced,
-        content=report[0],
-        series_instance_uid=UID(series_uid),
-        series_number=series_number,
-        sop_instance_uid=UID(sop_uid),
-        instance_number=instance_number,
-        manufacturer=concepts.MANUFACTURER,
-        is_complete=True,
-        series_description=series_description[:64],
+    return hd.sr.Comprehensive3DSR(evidence=referenced, content=report[0], is_complete=True,
+                                   **placement.highdicom_kwargs())
+
+
+def write(study: StudyOutput) -> list[Path]:
+    """The study's SR: every decision, positives with their evidence region."""
+    model_key = series.model_key(study.model_info)
+    sr = build_fracture_sr(
+        study.headers,
+        study.results,
+        study.model_info,
+        study.placement("sr", [r.content_key() for r in study.ordered]),
+        device_uid=study.device_uid,
+        tracking_uids=[derived_uid("tracking", study.study_uid, *model_key, *r.sop_uids) for r in study.results],
     )
+    return [study.save("SR", sr)]

@@ -1,5 +1,6 @@
-"""Batch scoring of folders: walk, header scan and study grouping, streaming DataLoader,
-resumable journal, sharding over ranks, results.csv and manifest.json (docs/scoring.md)."""
+"""Batch scoring: the public stream ``score_items`` (work items in, per-image and per-study results
+out) and ``score_paths`` on top of it (walk, header scan and study grouping, resumable journal,
+sharding over ranks, results.csv and manifest.json; docs/scoring.md)."""
 
 from monai_fracture.scoring.classifier import Classifier, default_model_path
 from monai_fracture.scoring.runner import (
@@ -11,6 +12,17 @@ from monai_fracture.scoring.runner import (
     ScoreSummary,
     score_paths,
 )
+from monai_fracture.scoring.stream import (
+    Evidence,
+    ImageScore,
+    ScoredBatch,
+    StudyScore,
+    classify_batch,
+    localise_item,
+    read_and_preprocess,
+    score_items,
+    write_study,
+)
 from monai_fracture.scoring.sharding import Shard, merge_shards, parse_shard
 from monai_fracture.scoring.table import COLUMNS, ResultRow, read_results_csv
 
@@ -21,13 +33,22 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "Evidence",
+    "ImageScore",
     "ModelNotFoundError",
     "ResultRow",
     "ScoreSummary",
+    "ScoredBatch",
+    "StudyScore",
     "Shard",
+    "classify_batch",
     "default_model_path",
+    "localise_item",
     "merge_shards",
     "parse_shard",
+    "read_and_preprocess",
     "read_results_csv",
+    "score_items",
     "score_paths",
+    "write_study",
 ]

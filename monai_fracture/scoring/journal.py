@@ -33,6 +33,8 @@ class JournalState:
     # path -> evidence region (``reports.EvidenceRegion.to_dict``) of a positive image, so a resumed
     # run writes the same SR region and overlay without recomputing the heatmap
     regions: dict[str, dict] = field(default_factory=dict)
+    # study key -> output name -> files written (relative to the output folder): what the run reports
+    files: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
 
 class Journal:
@@ -68,6 +70,9 @@ class Journal:
                 state.rows[row.path] = row
             elif kind == "study_done":
                 state.studies_done.add(str(record["study"]))
+                _add_files(state, str(record["study"]), record.get("files") or {})
+            elif kind == "files":
+                _add_files(state, str(record["study"]), record.get("files") or {})
             elif kind == "run":
                 state.run = state.run or record
             elif kind == "region":
@@ -127,8 +132,23 @@ class Journal:
     def write_region(self, path: str, region: dict) -> None:
         self._append([{"type": "region", "path": path, "region": region}])
 
-    def write_study_done(self, study_uid: str) -> None:
-        self._append([{"type": "study_done", "study": study_uid}])
+    def write_study_done(self, study_uid: str, files: dict[str, list[str]] | None = None) -> None:
+        """The study's outputs are written; ``files``: output name -> files (relative to the output folder)."""
+        record: dict = {"type": "study_done", "study": study_uid}
+        if files:
+            record["files"] = files
+        self._append([record])
+
+    def write_files(self, study_uid: str, files: dict[str, list[str]]) -> None:
+        """Outputs written outside the study's report job (a heatmap SC, as soon as it exists)."""
+        self._append([{"type": "files", "study": study_uid, "files": files}])
+
+
+def _add_files(state: JournalState, study: str, files: dict) -> None:
+    known = state.files.setdefault(study, {})
+    for name, paths in files.items():
+        listed = known.setdefault(str(name), [])
+        listed.extend(str(p) for p in paths if str(p) not in listed)
 
 
 def _truncate_quietly(handle: io.FileIO, size: int) -> None:

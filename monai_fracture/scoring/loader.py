@@ -34,6 +34,32 @@ def read_item(item: WorkItem) -> tuple[np.ndarray, dict]:
     return read_image(item.paths[0])
 
 
+def read_and_preprocess(item: WorkItem, preprocessing: Callable[[dict], Any]) -> dict[str, Any]:
+    """One work item -> ``{"image": tensor (C, *spatial) or None, "error": (reason, detail) or None}``.
+
+    Never raises: a failure becomes a value, so one bad file never stops the stream.
+    """
+    try:
+        array, meta = read_item(item)
+        check_usable_content(array, item.paths[0])
+    except ImageReadError as err:
+        return {"image": None, "error": (err.reason.value, err.detail)}
+    except MemoryError:
+        return {"image": None, "error": ("undecodable", "out of memory while decoding")}
+    except Exception as err:  # a reader bug must not stop the run; name it
+        logger.exception("unexpected error reading %s", item.paths[0])
+        return {"image": None, "error": ("undecodable", f"{type(err).__name__}: {err}")}
+    try:
+        data = preprocessing({"image": channel_first(array, meta)})
+        image = data["image"] if isinstance(data, dict) else data
+        tensor = torch.as_tensor(image).as_subclass(torch.Tensor).float().contiguous()
+        if not torch.isfinite(tensor).all():
+            raise ValueError("non-finite values after preprocessing")
+    except Exception as err:
+        return {"image": None, "error": (PREPROCESSING_FAILED, f"{type(err).__name__}: {err}")}
+    return {"image": tensor, "error": None}
+
+
 class WorkItemDataset(Dataset):
     """Work item ``index`` -> ``{"index", "image" (tensor or None), "error" ((reason, detail) or None)}``."""
 
@@ -45,26 +71,7 @@ class WorkItemDataset(Dataset):
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item = self.items[index]
-        try:
-            array, meta = read_item(item)
-            check_usable_content(array, item.paths[0])
-        except ImageReadError as err:
-            return {"index": index, "image": None, "error": (err.reason.value, err.detail)}
-        except MemoryError:
-            return {"index": index, "image": None, "error": ("undecodable", "out of memory while decoding")}
-        except Exception as err:  # a reader bug must not stop the run; name it
-            logger.exception("unexpected error reading %s", item.paths[0])
-            return {"index": index, "image": None, "error": ("undecodable", f"{type(err).__name__}: {err}")}
-        try:
-            data = self.preprocessing({"image": channel_first(array, meta)})
-            image = data["image"] if isinstance(data, dict) else data
-            tensor = torch.as_tensor(image).as_subclass(torch.Tensor).float().contiguous()
-            if not torch.isfinite(tensor).all():
-                raise ValueError("non-finite values after preprocessing")
-        except Exception as err:
-            return {"index": index, "image": None, "error": (PREPROCESSING_FAILED, f"{type(err).__name__}: {err}")}
-        return {"index": index, "image": tensor, "error": None}
+        return {"index": index, **read_and_preprocess(self.items[index], self.preprocessing)}
 
 
 def _collate(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ import pytest
 from monai_fracture.reports import Heatmap, ImageResult, write_study_outputs
 from monai_fracture.scoring.saliency import hot_region
 from orthanc import _unshare_prefix, namespace_unavailable_reason
-from test_score_support import dciodvfy_errors, image_files, make_demo_folder
+from test_scoring_support import dciodvfy_errors, image_files, make_demo_folder
 
 pytestmark = [pytest.mark.network]
 

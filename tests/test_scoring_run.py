@@ -15,7 +15,7 @@ import pytest
 from monai_fracture.cli import main as cli_main
 from monai_fracture.scoring import COLUMNS, Classifier, score_paths
 from needs import IN_CI, missing
-from test_score_support import (
+from test_scoring_support import (
     PROBABILITY_TOLERANCE,
     assert_same_results,
     add_bad_inputs,

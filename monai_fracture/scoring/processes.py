@@ -1,0 +1,79 @@
+"""Process plumbing of a scoring run: the report-writer pool and the CPU thread budget.
+
+Report workers are forked (cheap start, modules already loaded), ignore Ctrl-C (the main process
+decides) and die with their parent, even when it is SIGKILLed (Linux ``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
+
+import torch
+
+
+def default_report_workers() -> int:
+    """Processes that build SR/KOS: one per four cores, 1 to 4."""
+    return max(1, min(4, (os.cpu_count() or 1) // 4))
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C reaches the whole process group; report workers finish the study they are writing
+    # and the main process decides what to do.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """Linux: end this forked worker when its parent dies, even by SIGKILL (else it lingers forever)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        # SIGKILL, not SIGTERM: the worker inherits the parent's SIGTERM handler, which only sets a flag;
+        # a report cut short leaves just a temporary file, removed by the next run
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except OSError:
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(0)
+
+
+def report_pool(workers: int) -> Executor:
+    """Forked worker processes where fork exists (cheap start, modules already loaded), else threads.
+
+    ``workers <= 0`` builds reports in one thread of this process: for long-running servers,
+    whose forked children would inherit (and, if the server is killed, keep) its listening socket.
+    """
+    if workers <= 0:
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="reports")
+    if "fork" in multiprocessing.get_all_start_methods():
+        return ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("fork"), initializer=_ignore_sigint
+        )
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reports")
+
+
+@contextmanager
+def model_threads(device: torch.device, decode_workers: int, report_workers: int) -> Iterator[list[int]]:
+    """Give the model the cores that decode workers and report writers leave (CPU only), then restore.
+
+    Yields a one-element list that holds, on exit, the thread count the model ran with.
+    """
+    threads = torch.get_num_threads()
+    if decode_workers > 0 and device.type == "cpu":
+        # decode workers and report writers need cores too: do not oversubscribe
+        torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - decode_workers - report_workers)))
+    used = [torch.get_num_threads()]
+    try:
+        yield used
+    finally:
+        used[0] = torch.get_num_threads()
+        torch.set_num_threads(threads)
