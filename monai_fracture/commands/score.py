@@ -141,9 +141,9 @@ def run(args: argparse.Namespace) -> int:
         from monai_fracture.reports import parse_outputs
 
         outputs = parse_outputs(args.outputs, heatmaps=args.heatmaps)
-        from monai_fracture.scoring.ray_engine import RayUnavailable, settings_from_arguments
+        from monai_fracture.scoring.ray_engine import RayUnavailable, engine_from_arguments
 
-        ray_settings = settings_from_arguments(args)
+        engine = engine_from_arguments(args)
     except ValueError as err:
         return _usage(str(err))
     if args.progress is None:  # off a terminal, progress comes as log lines: show them without -v
@@ -165,8 +165,7 @@ def run(args: argparse.Namespace) -> int:
             progress=args.progress,
             backend=args.backend,
             outputs=outputs,
-            engine=args.engine,
-            ray_settings=ray_settings,
+            engine=engine,
         )
     except RayUnavailable as err:
         return _usage(str(err))

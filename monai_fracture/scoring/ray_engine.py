@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,38 +106,22 @@ def disconnect(started: bool) -> None:
 
 
 # --------------------------------------------------------------------------- stages
-def _rows(items: Sequence[WorkItem], wants_region: Sequence[bool]) -> list[dict[str, Any]]:
-    return [
-        {"index": index, "family": item.family, "paths": json.dumps(list(item.paths)),
-         "sop_uid": str(item.sop_uids[0] or ""), "wants_region": bool(want)}
-        for index, (item, want) in enumerate(zip(items, wants_region))
-    ]
+def read_task(batch: dict[str, np.ndarray], preprocessing: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Ray task: the stream's ``read_and_preprocess`` over a batch of (pickled) work items."""
+    from monai_fracture.scoring.stream import read_and_preprocess
 
-
-def read_and_preprocess(batch: dict[str, np.ndarray], preprocessing: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Ray task: decode and preprocess a batch of work items (the local engine's ``WorkItemDataset``)."""
-    from monai_fracture.scoring.loader import WorkItemDataset
-
-    dataset = WorkItemDataset(
-        [WorkItem(family=str(f), paths=tuple(json.loads(p)), study_key="", study_uid=None, series_uid=None,
-                  sop_uids=(None,)) for f, p in zip(batch["family"], batch["paths"])],
-        _preprocessing(preprocessing),
-    )
-    samples = [dataset[i] for i in range(len(dataset))]
-    shape = next((tuple(s["image"].shape) for s in samples if s["image"] is not None), None)
-    images = np.zeros((len(samples), *(shape or (1,))), dtype=np.float32)
+    chain = _preprocessing(preprocessing)
+    samples = [read_and_preprocess(pickle.loads(blob), chain) for blob in batch["item"]]
+    shape = next((tuple(s["image"].shape) for s in samples if s["image"] is not None), (1,))
+    images = np.zeros((len(samples), *shape), dtype=np.float32)
     for i, sample in enumerate(samples):
         if sample["image"] is not None and tuple(sample["image"].shape) == shape:
             images[i] = sample["image"].numpy()
-        elif sample["image"] is not None:  # cannot happen with a fixed-size preprocessing; say so if it does
-            sample["error"] = ("preprocessing_failed", f"network input {tuple(sample['image'].shape)} != {shape}")
-    return {
-        **batch,
-        "image": images,
-        "ok": np.array([s["error"] is None for s in samples]),
-        "reason": np.array([s["error"][0] if s["error"] else "" for s in samples], dtype=object),
-        "detail": np.array([s["error"][1] if s["error"] else "" for s in samples], dtype=object),
-    }
+        elif sample["image"] is not None:  # a fixed-size preprocessing cannot get here; say so if it does
+            sample["image"], sample["error"] = None, ("preprocessing_failed",
+                                                      f"network input {tuple(sample['image'].shape)} != {shape}")
+    return {"position": batch["position"], "item": batch["item"], "image": images,
+            "error": np.array([pickle.dumps(s["error"]) for s in samples], dtype=object)}
 
 
 _PREPROCESSING_CACHE: dict[str, Any] = {}
@@ -153,102 +138,77 @@ def _preprocessing(kwargs: Mapping[str, Any]):
 
 
 class ClassifierActor:
-    """Ray actor: one ``Classifier`` scoring preprocessed batches, plus the region of positive radiographs."""
+    """Ray actor: the stream's ``classify_batch`` and, for positive radiographs, ``localise_item``."""
 
-    def __init__(self, model: str, device: str, threshold: float, backend: str, with_regions: bool) -> None:
+    def __init__(self, model: str, device: str, threshold: float, backend: str, regions: bool, heatmaps: bool) -> None:
         import torch
 
         from monai_fracture.scoring.classifier import Classifier
 
-        if device == "cuda" and not torch.cuda.is_available():
+        if device.startswith("cuda") and not torch.cuda.is_available():
             device = "cpu"
-        self.classifier = Classifier(model, device=device, threshold=threshold, backend=backend)
-        self.with_regions = with_regions and self.classifier.supports_heatmaps
+        self.classifier = Classifier(model, device=device, backend=backend)
+        self.threshold, self.regions, self.heatmaps = threshold, regions, heatmaps
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        ok = np.asarray(batch["ok"], dtype=bool)
-        probabilities = np.full(len(ok), np.nan, dtype=np.float64)
-        if ok.any():
-            values = self.classifier.predict(torch.from_numpy(np.ascontiguousarray(batch["image"][ok])))
-            probabilities[ok] = np.asarray(values, dtype=np.float64)
-        regions = [self._region(batch, i, p) for i, p in enumerate(probabilities)]
-        return {
-            "index": batch["index"], "probability": probabilities, "reason": batch["reason"],
-            "detail": batch["detail"], "region": np.array(regions, dtype=object), "pid": np.full(len(ok), os.getpid()),
-        }
+        from monai_fracture.scoring.stream import classify_batch, localise_item, needs_region
 
-    def _region(self, batch: dict[str, np.ndarray], i: int, probability: float) -> str:
-        """The hot region as JSON ("" when not wanted or not computable: a failure costs the region only)."""
-        if not (self.with_regions and batch["wants_region"][i] and np.isfinite(probability)
-                and round(float(probability), 6) >= self.classifier.threshold):
-            return ""
-        from monai_fracture.scoring.localise import localise
-
-        path = json.loads(batch["paths"][i])[0]
-        try:
-            region, _ = localise(self.classifier, path, str(batch["sop_uid"][i]), float(probability), with_heatmap=False)
-        except Exception as err:
-            logger.warning("heatmap for %s not computed: %s", path, err)
-            return ""
-        return json.dumps(region.to_dict())
-
-
-@dataclass
-class ScoredItem:
-    """What the Ray stages return for one work item, in the driver."""
-
-    index: int
-    probability: float | None
-    error: tuple[str, str] | None
-    region: dict[str, Any] | None
-    actor_pid: int
-
-
-def score_items_on_ray(
-    items: Sequence[WorkItem],
-    wants_region: Sequence[bool],
-    *,
-    model: str | os.PathLike,
-    preprocessing: Mapping[str, Any],
-    device: str,
-    threshold: float,
-    backend: str,
-    batch_size: int,
-    settings: RaySettings,
-) -> Iterator[list[ScoredItem]]:
-    """Stream the scored work items back to the driver, a batch at a time, in no particular order."""
-    ray = _import_ray()
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = False
-    context.enable_progress_bars = False
-    gpus = float(ray.cluster_resources().get("GPU", 0))
-    gpus_per_actor = settings.gpus_per_actor if settings.gpus_per_actor is not None else (1.0 if gpus else 0.0)
-    actors = settings.actors or max(1, int(gpus // gpus_per_actor) if gpus_per_actor else 1)
-    dataset = (
-        ray.data.from_items(_rows(items, wants_region), override_num_blocks=max(1, -(-len(items) // batch_size)))
-        .map_batches(read_and_preprocess, batch_size=batch_size, batch_format="numpy",
-                     fn_kwargs={"preprocessing": dict(preprocessing)}, num_cpus=settings.read_cpus)
-        .map_batches(
-            ClassifierActor, batch_size=batch_size, batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=gpus_per_actor or None,
-            num_cpus=settings.actor_cpus,
-            fn_constructor_kwargs={"model": os.fspath(model), "device": "cuda" if gpus_per_actor else device,
-                                   "threshold": threshold, "backend": backend, "with_regions": any(wants_region)},
-        )
-    )
-    for out in dataset.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=1):
-        yield [
-            ScoredItem(
-                index=int(out["index"][i]),
-                probability=None if out["reason"][i] else float(out["probability"][i]),
-                error=(str(out["reason"][i]), str(out["detail"][i])) if out["reason"][i] else None,
-                region=json.loads(out["region"][i]) if out["region"][i] else None,
-                actor_pid=int(out["pid"][i]),
-            )
-            for i in range(len(out["index"]))
+        items = [pickle.loads(blob) for blob in batch["item"]]
+        errors = [pickle.loads(blob) for blob in batch["error"]]
+        samples = [{"index": i, "image": None if error else torch.from_numpy(np.ascontiguousarray(batch["image"][i])),
+                    "error": error} for i, error in enumerate(errors)]
+        scores = classify_batch(samples, items, self.classifier, self.threshold)
+        evidence = [
+            localise_item(s.item, s.result, self.classifier, with_heatmap=self.heatmaps)
+            if self.regions and s.result is not None and needs_region(s.item, s.result, self.classifier) else None
+            for s in scores
         ]
+        return {"position": batch["position"], "score": np.array([pickle.dumps(s) for s in scores], dtype=object),
+                "evidence": np.array([pickle.dumps(e) for e in evidence], dtype=object),
+                "pid": np.full(len(scores), os.getpid())}
+
+
+def ray_batches(settings: RaySettings, batch_size: int, regions: bool, heatmaps: bool):
+    """A ``scoring.stream.BatchSource`` that runs read tasks and classifier actors on the Ray cluster.
+
+    Batches come back as they finish (not in item order): the stream's study collector counts, so
+    studies still complete exactly once.
+    """
+
+    def source(family: str, items: list[WorkItem], classifier: Any, threshold: float):
+        ray = _import_ray()
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = False
+        context.enable_progress_bars = False
+        gpus = float(ray.cluster_resources().get("GPU", 0))
+        gpus_per_actor = settings.gpus_per_actor if settings.gpus_per_actor is not None else (1.0 if gpus else 0.0)
+        actors = settings.actors or max(1, int(gpus // gpus_per_actor) if gpus_per_actor else 1)
+        preprocessing = {**classifier.info.preprocessing, "modality": classifier.modality}
+        rows = [{"position": i, "item": pickle.dumps(item)} for i, item in enumerate(items)]
+        dataset = (
+            ray.data.from_items(rows, override_num_blocks=max(1, -(-len(items) // batch_size)))
+            .map_batches(read_task, batch_size=batch_size, batch_format="numpy",
+                         fn_kwargs={"preprocessing": preprocessing}, num_cpus=settings.read_cpus)
+            .map_batches(
+                ClassifierActor, batch_size=batch_size, batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=gpus_per_actor or None,
+                num_cpus=settings.actor_cpus,
+                fn_constructor_kwargs={
+                    "model": os.fspath(classifier.model.path),
+                    "device": "cuda" if gpus_per_actor else str(classifier.device),
+                    "threshold": threshold, "backend": classifier.requested_backend,
+                    "regions": regions, "heatmaps": heatmaps,
+                },
+            )
+        )
+        for out in dataset.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=1):
+            scores = [pickle.loads(blob) for blob in out["score"]]
+            evidence = {i: e for i, blob in enumerate(out["evidence"]) if (e := pickle.loads(blob)) is not None}
+            yield scores, evidence
+
+    return source
 
 
 class RayReportPool:
@@ -272,6 +232,43 @@ class RayReportPool:
         """Nothing to stop: the driver waits on the futures it holds before it calls this."""
 
 
+class RayEngine:
+    """``--engine ray`` for ``score_paths``: a context that joins (or starts) the cluster, and the two
+    things the run asks of an engine: its batch source for the stream and its report pool."""
+
+    name = "ray"
+
+    def __init__(self, settings: RaySettings | None = None) -> None:
+        self.settings = settings or RaySettings()
+        self._started = False
+
+    def __enter__(self) -> RayEngine:
+        self._started = connect(self.settings)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        disconnect(self._started)
+        self._started = False
+
+    def batches(self, batch_size: int, regions: bool, heatmaps: bool):
+        return ray_batches(self.settings, batch_size, regions, heatmaps)
+
+    def report_pool(self) -> RayReportPool:
+        return RayReportPool()
+
+
+def engine_for(engine: str | RayEngine | None, settings: RaySettings | None = None,
+               sharded: bool = False) -> RayEngine | None:
+    """``"local"``/None -> None (the stream's own loop); ``"ray"`` or a ``RayEngine`` -> a ``RayEngine``."""
+    if engine in (None, "local"):
+        return None
+    if engine != "ray" and not isinstance(engine, RayEngine):
+        raise ValueError(f"unknown engine {engine!r}; choose local or ray")
+    if sharded:
+        raise ValueError("--engine ray partitions the work itself: drop --shard (and torchrun)")
+    return engine if isinstance(engine, RayEngine) else RayEngine(settings)
+
+
 # --------------------------------------------------------------------------- command line
 def add_arguments(parser: Any) -> None:
     """``score`` options of the engine choice (``--engine``) and of the Ray engine."""
@@ -289,15 +286,15 @@ def add_arguments(parser: Any) -> None:
                         help=f"--engine ray: CPUs per read/preprocess task (default {RaySettings.read_cpus})")
 
 
-def settings_from_arguments(args: Any) -> RaySettings | None:
-    """The ``RaySettings`` of parsed ``score`` arguments; ``ValueError`` names a bad combination."""
+def engine_from_arguments(args: Any) -> str | RayEngine:
+    """``"local"`` or a ``RayEngine`` from parsed ``score`` arguments; ``ValueError`` names a bad combination."""
     if args.engine != "ray":
         if args.address or args.ray_actors or args.ray_gpus_per_actor is not None:
             raise ValueError("--address and --ray-* options need --engine ray")
-        return None
+        return "local"
     if args.ray_actors is not None and args.ray_actors < 1:
         raise ValueError("--ray-actors must be >= 1")
     if not 0 < args.ray_read_cpus or args.ray_read_cpus == RaySettings.actor_cpus:
         raise ValueError(f"--ray-read-cpus must be > 0 and differ from {RaySettings.actor_cpus} (the actors' CPUs)")
-    return RaySettings(address=args.address, actors=args.ray_actors, gpus_per_actor=args.ray_gpus_per_actor,
-                       read_cpus=args.ray_read_cpus)
+    return RayEngine(RaySettings(address=args.address, actors=args.ray_actors, gpus_per_actor=args.ray_gpus_per_actor,
+                                 read_cpus=args.ray_read_cpus))
