@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e '.[test,deploy]'
+	$(PY) -m pip install -q -e '.[test,deploy,ray]'
 	touch $(STAMP)
 
 # DICOM validators, a real PACS and headless Chromium (HTML report) for the tests. Where apt cannot install

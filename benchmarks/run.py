@@ -7,6 +7,7 @@ Sections (each a module with ``run(ctx) -> Section``):
   scoring        end-to-end ``score_paths`` vs its serial bound and a naive loop
   memory         peak memory scoring 200 vs 2,000 files
   cold_start     one radiograph, CLI start to SR written
+  engines        local vs Ray Data engine on the same 500 files
 
     python -m benchmarks.run [--only inference scoring] [--quick] [--device cuda]
 
@@ -36,6 +37,7 @@ SECTIONS = {
     "memory": "benchmarks.bench_memory",
     "cold_start": "benchmarks.bench_cold_start",
     "peer": "benchmarks.bench_peer",
+    "engines": "benchmarks.bench_engines",
 }
 RESULTS = Path("benchmarks/results.json")
 

@@ -61,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bar; without either flag: a bar on a terminal, else a log line every "
                         "$MONAI_FRACTURE_PROGRESS_S seconds (default 10) with count, rate and ETA")
+    from monai_fracture.scoring import ray_engine
+
+    ray_engine.add_arguments(parser)
 
 
 def _usage(message: str) -> int:
@@ -148,6 +151,9 @@ def run(args: argparse.Namespace) -> int:
         from monai_fracture.reports import parse_outputs
 
         outputs = parse_outputs(args.outputs, heatmaps=args.heatmaps)
+        from monai_fracture.scoring.ray_engine import RayUnavailable, engine_from_arguments
+
+        engine = engine_from_arguments(args)
     except ValueError as err:
         return _usage(str(err))
     if args.progress is None:  # off a terminal, progress comes as log lines: show them without -v
@@ -169,7 +175,10 @@ def run(args: argparse.Namespace) -> int:
             progress=args.progress,
             backend=args.backend,
             outputs=outputs,
+            engine=engine,
         )
+    except RayUnavailable as err:
+        return _usage(str(err))
     except (ModelNotFoundError, ModelPackageError, JournalMismatchError, BackendUnavailable, UnsafeOutputError) as err:
         return _usage(str(err))
     except OSError as err:

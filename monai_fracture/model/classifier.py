@@ -233,6 +233,16 @@ class Classifier:
         return np.nan_to_num(restored.astype(np.float32))
 
 
+def as_classifier(model: Any, device: str | None = None, threshold: float | None = None,
+                  backend: str | None = None) -> Classifier:
+    """``model`` as a ``Classifier``; a given one must run on ``device`` / ``backend`` when they are named
+    (its threshold may be overridden by a run's, which the scoring stream applies)."""
+    if not isinstance(model, Classifier):
+        return Classifier(model, device=device or "cpu", threshold=threshold, backend=backend or "auto")
+    model.check_settings(device=device, backend=backend)
+    return model
+
+
 def default_model_path() -> Path | None:
     """The model ``score`` uses without ``--model``: ``$MONAI_FRACTURE_MODEL``, else the bundle's.
 

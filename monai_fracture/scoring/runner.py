@@ -10,6 +10,7 @@ at the end. The files the output writers report are journaled and listed in mani
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -27,7 +28,7 @@ import torch
 
 from monai_fracture.progress import progress as progress_for
 from monai_fracture.files import stable_hash
-from monai_fracture.model.classifier import MODEL_HELP, Classifier, default_model_path
+from monai_fracture.model.classifier import MODEL_HELP, Classifier, as_classifier, default_model_path
 from monai_fracture.reports import AlgorithmIdentity, parse_outputs, write_heatmap_output
 from monai_fracture.reports.files import check_output_tree, remove_stale_temporaries
 from monai_fracture.scoring import manifest as manifests
@@ -117,7 +118,7 @@ class _Run:
     def __init__(self, inputs: Sequence[str | os.PathLike], out_dir: Path, xr: Classifier, ct: Classifier | None, *,
                  threshold: float | None, batch_size: int, workers: int, heatmaps: bool, write_dicom: bool,
                  shard: Shard | None, progress: bool | None, command: Sequence[str] | None,
-                 report_workers: int | None = None, outputs: Sequence[str] | None = None) -> None:
+                 report_workers: int | None = None, outputs: Sequence[str] | None = None, engine: Any = None) -> None:
         self.inputs = [os.fspath(p) for p in inputs]
         self.out_dir, self.dicom_dir = out_dir, out_dir / "dicom"
         self.xr, self.ct = xr, ct
@@ -140,7 +141,8 @@ class _Run:
         self.model_threads = torch.get_num_threads()
         self.state = JournalState()
         self.report_workers = report_workers if report_workers is not None else default_report_workers()
-        self.report_pool = report_pool(self.report_workers)
+        self.engine = engine  # None: the local engine; else e.g. scoring.ray_engine.RayEngine
+        self.report_pool = engine.report_pool() if engine else report_pool(self.report_workers)
         self.report_jobs: list[tuple[tuple[str, str], Future]] = []
 
     def threshold_of(self, family: str) -> float:
@@ -261,10 +263,11 @@ class _Run:
     def score(self, pending: list[WorkItem], resumed: list[tuple[WorkItem, Any]]) -> None:
         bar = progress_for(sum(len(i.paths) for i in pending), "scoring", self.progress_mode)
         started = time.perf_counter()
+        regions = self.write_dicom and bool(REGION_OUTPUTS & set(self.outputs))
         stream = score_items(
             pending, self.xr, threshold=self.threshold, ct_classifier=self.ct, batch_size=self.batch_size,
-            workers=self.workers, regions=self.write_dicom and bool(REGION_OUTPUTS & set(self.outputs)),
-            heatmaps=self.heatmaps, resumed=resumed, timings=self.timings,
+            workers=self.workers, regions=regions, heatmaps=self.heatmaps, resumed=resumed, timings=self.timings,
+            batches=self.engine.batches(self.batch_size, regions, self.heatmaps) if self.engine else None,
             # fork decode workers while the report pool's manager thread is idle (no lock held)
             before_loader=lambda family: self._collect_reports(block=self.workers > 0),
         )
@@ -320,6 +323,7 @@ class _Run:
             "model": manifests.model_entry(self.xr, self.threshold_of("xr")),
             "ct_model": manifests.model_entry(self.ct, self.threshold_of("ct")) if self.ct else None,
             "settings": {
+                "engine": self.engine.name if self.engine else "local",
                 "batch_size": self.batch_size,
                 "workers": self.workers,
                 "device": str(self.xr.device),
@@ -354,15 +358,6 @@ def _resolve_model(model: Any) -> Any:
     return found
 
 
-def _classifier(model: Any, device: str | None, threshold: float | None, backend: str | None) -> Classifier:
-    """``model`` as a ``Classifier``; a given one must run on ``device`` / ``backend`` when they are named
-    (its threshold is overridden by the run's, which the stream applies)."""
-    if not isinstance(model, Classifier):
-        return Classifier(model, device=device or "cpu", threshold=threshold, backend=backend or "auto")
-    model.check_settings(device=device, backend=backend)
-    return model
-
-
 def score_paths(
     inputs: str | os.PathLike | Iterable[str | os.PathLike],
     out_dir: str | os.PathLike,
@@ -381,6 +376,7 @@ def score_paths(
     report_workers: int | None = None,
     backend: str | None = None,
     outputs: str | Sequence[str] | None = None,
+    engine: Any = "local",
 ) -> ScoreSummary:
     """Score every file under ``inputs`` into ``out_dir`` (see docs/scoring.md).
 
@@ -392,39 +388,45 @@ def score_paths(
     per four cores, 1 to 4). ``backend`` picks how the network runs (``auto``: the fastest variant
     within 1e-3 of fp32 with identical decisions, see ``model.backend_choice``). ``outputs`` names the DICOM
     objects (``sr,kos,pr,sc``; default ``sr,kos,pr``, ``heatmaps=True`` adds ``sc``). KeyboardInterrupt ends the run cleanly with
-    ``interrupted=True`` / exit code 130; rerunning with the same ``out_dir`` resumes.
+    ``interrupted=True`` / exit code 130; rerunning with the same ``out_dir`` resumes. ``engine``: ``local``,
+    ``ray`` or a ``scoring.ray_engine.RayEngine`` (its cluster settings; docs/scaling.md).
     """
     t0 = time.perf_counter()
     started_at = manifests.now()
     inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     out_dir = Path(os.path.abspath(os.fspath(out_dir)))
     shard = parse_shard(shard) or shard_from_environment()
-    xr = _classifier(_resolve_model(model), device, threshold, backend)
+    xr = as_classifier(_resolve_model(model), device, threshold, backend)
     if str(xr.modality) == "ct":
         raise ValueError(f"{xr.model.path} is a CT model: pass it as ct_model (--ct-model)")
-    ct = _classifier(ct_model, device, threshold, backend) if ct_model is not None else None
-    distributed = init_distributed(shard)
-    run = _Run(
-        inputs, out_dir, xr, ct, threshold=threshold,
-        batch_size=batch_size, workers=workers, heatmaps=heatmaps, write_dicom=write_dicom,
-        shard=shard, progress=progress, command=command, report_workers=report_workers, outputs=outputs,
-    )
-    interrupted = False
-    owned: list[str] = []
-    try:
+    ct = as_classifier(ct_model, device, threshold, backend) if ct_model is not None else None
+    from monai_fracture.scoring.ray_engine import engine_for
+
+    cluster = engine_for(engine, sharded=shard is not None)
+    with cluster or contextlib.nullcontext():  # a Ray cluster joined (or started) for this run
+        distributed = init_distributed(shard)
+        run = _Run(
+            inputs, out_dir, xr, ct, threshold=threshold,
+            batch_size=batch_size, workers=workers, heatmaps=heatmaps, write_dicom=write_dicom,
+            shard=shard, progress=progress, command=command, report_workers=report_workers, outputs=outputs,
+            engine=cluster,
+        )
+        interrupted = False
+        owned: list[str] = []
         try:
-            owned, pending, resumed = run.prepare()
-            run.score(pending, resumed)
-        except KeyboardInterrupt:
-            interrupted = True
-            logger.warning("interrupted: results so far are kept; run again with the same --out to finish")
-        try:
-            run.close_reports()
-        except KeyboardInterrupt:  # a second Ctrl-C: stop waiting; unfinished studies are redone on resume
-            interrupted = True
-        results_path, manifest = run.finish(owned, interrupted, started_at, t0)
-    finally:
-        run.journal.close()
+            try:
+                owned, pending, resumed = run.prepare()
+                run.score(pending, resumed)
+            except KeyboardInterrupt:
+                interrupted = True
+                logger.warning("interrupted: results so far are kept; run again with the same --out to finish")
+            try:
+                run.close_reports()
+            except KeyboardInterrupt:  # a second Ctrl-C: stop waiting; unfinished studies are redone on resume
+                interrupted = True
+            results_path, manifest = run.finish(owned, interrupted, started_at, t0)
+        finally:
+            run.journal.close()
     merged = False
     if shard is not None and not interrupted:
         merged = merge_if_complete(out_dir, shard, distributed)

@@ -40,6 +40,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Union
 
@@ -110,6 +111,11 @@ class Evidence:
 
 
 StreamEvent = Union[ScoredBatch, Evidence, StudyScore]
+
+#: Where scored batches come from, per family: ``(family, items, classifier, threshold)`` -> batches of
+#: ``ImageScore`` with, by position in the batch, ``Evidence`` already computed where the model ran
+#: (an engine's actors); positions without one are localised by the stream itself.
+BatchSource = Callable[[str, list[WorkItem], Classifier, float], Iterator[tuple[list["ImageScore"], dict[int, "Evidence"]]]]
 
 
 def scored_rows(item: WorkItem, result: ImageResult, model_id: str) -> tuple[ResultRow, ...]:
@@ -234,6 +240,7 @@ def score_items(
     resumed: Iterable[tuple[WorkItem, ImageResult | None]] = (),
     timings: MutableMapping[str, float] | None = None,
     before_loader: Callable[[str], None] | None = None,
+    batches: BatchSource | None = None,
 ) -> Iterator[StreamEvent]:
     """Score ``items`` (radiographs with ``classifier``, CT series with ``ct_classifier``) as a stream.
 
@@ -243,7 +250,8 @@ def score_items(
     scored by an earlier run, with their results: they count toward their studies (and get a
     region when they lack one) but are not scored again. ``timings`` accumulates ``data_wait_s``,
     ``model_s`` and ``heatmaps_s``; ``before_loader(family)`` runs before each family's decode
-    workers start. Every item of ``items`` appears in exactly one ``ImageScore``.
+    workers start. ``batches`` replaces the local DataLoader + model loop (``local_batches``) by another
+    engine's (``scoring.ray_engine``). Every item of ``items`` appears in exactly one ``ImageScore``.
     """
     classifiers = {"xr": classifier, "ct": ct_classifier}
     thresholds = {family: (c.threshold if threshold is None else float(threshold))
@@ -257,10 +265,10 @@ def score_items(
     for item in items:
         collector.expect(item)
 
-    def finish(item: WorkItem, result: ImageResult | None) -> Iterator[StreamEvent]:
+    def finish(item: WorkItem, result: ImageResult | None, found: Evidence | None = None) -> Iterator[StreamEvent]:
         model = classifiers[item.family]
         if result is not None and regions and model is not None and needs_region(item, result, model):
-            evidence = localise_item(item, result, model, with_heatmap=heatmaps)
+            evidence = found or localise_item(item, result, model, with_heatmap=heatmaps)
             timings["heatmaps_s"] = timings.get("heatmaps_s", 0.0) + evidence.seconds
             if evidence.heatmap is not None:
                 evidence = replace(evidence, heatmap_number=collector.next_heatmap_number(item))
@@ -281,18 +289,26 @@ def score_items(
             raise ValueError(f"{len(family_items)} {family} item(s) but no {family} classifier")
         if before_loader is not None:
             before_loader(family)
-        loader = make_loader(WorkItemDataset(family_items, model.preprocessing), batch_size, workers)
-        waited = time.perf_counter()
-        for samples in loader:
-            timings["data_wait_s"] = timings.get("data_wait_s", 0.0) + time.perf_counter() - waited
-            started = time.perf_counter()
-            scores = classify_batch(samples, family_items, model, thresholds[family],
-                                    expected_images=sum(len(i.paths) for i in family_items))
-            timings["model_s"] = timings.get("model_s", 0.0) + time.perf_counter() - started
+        source = batches or partial(local_batches, batch_size=batch_size, workers=workers, timings=timings)
+        for scores, evidence in source(family, family_items, model, thresholds[family]):
             yield ScoredBatch(tuple(scores))  # the caller journals these before any slow step
-            for score in scores:
-                yield from finish(score.item, score.result)
-            waited = time.perf_counter()
+            for position, score in enumerate(scores):
+                yield from finish(score.item, score.result, evidence.get(position))
+
+
+def local_batches(family: str, items: list[WorkItem], classifier: Classifier, threshold: float, *, batch_size: int,
+                  workers: int, timings: MutableMapping[str, float]) -> Iterator[tuple[list[ImageScore], dict]]:
+    """The local engine: decode in DataLoader workers, the model in this process (a ``BatchSource``)."""
+    loader = make_loader(WorkItemDataset(items, classifier.preprocessing), batch_size, workers)
+    waited = time.perf_counter()
+    for samples in loader:
+        timings["data_wait_s"] = timings.get("data_wait_s", 0.0) + time.perf_counter() - waited
+        started = time.perf_counter()
+        scores = classify_batch(samples, items, classifier, threshold,
+                                expected_images=sum(len(i.paths) for i in items))
+        timings["model_s"] = timings.get("model_s", 0.0) + time.perf_counter() - started
+        yield scores, {}
+        waited = time.perf_counter()
 
 
 def resumed_result(item: WorkItem, rows: Sequence[ResultRow | None], threshold: float,
