@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from monai_fracture.scoring import score_paths
-from needs import missing
-from test_scoring_support import assert_same_results, image_files, make_demo_folder, make_model, sr_probabilities
+from helpers.needs import missing
+from helpers.scoring import assert_same_results, image_files, make_demo_folder, make_model, sr_probabilities
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.network]
