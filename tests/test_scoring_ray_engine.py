@@ -143,7 +143,11 @@ def test_ray_driver_sigkill_resumes_without_rescoring(setup, tmp_path):
     out = tmp_path / "out"
     process, ray_dir = _start(folder, model, out, "--batch-size", "1")
     try:
-        _wait_for_rows(process, out / "journal.jsonl", 3)
+        _wait_for_rows(process, out / "journal.jsonl", 1)
+        # freeze the classifier actor so the kill lands mid-run even when the driver drains a burst of results
+        for pid in _pids_in_namespace_of(process.pid, "ray::MapWorker(MapBatches(ClassifierActor"):
+            os.kill(pid, signal.SIGSTOP)
+        time.sleep(1.0)
         process.send_signal(signal.SIGKILL)  # the namespace's first process: the kernel ends all of Ray with it
         process.communicate(timeout=60)
     finally:
@@ -152,7 +156,7 @@ def test_ray_driver_sigkill_resumes_without_rescoring(setup, tmp_path):
         shutil.rmtree(ray_dir, ignore_errors=True)
     done_before = _scored_lines(out / "journal.jsonl")
     total = len(image_files(folder))
-    assert 3 <= done_before < total, "the kill must land mid-run"
+    assert 1 <= done_before < total, "the kill must land mid-run"
 
     process, ray_dir = _start(folder, model, out, "--batch-size", "4")
     try:
