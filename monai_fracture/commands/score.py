@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bar; without either flag: a bar on a terminal, else a log line every "
                         "$MONAI_FRACTURE_PROGRESS_S seconds (default 10) with count, rate and ETA")
+    from monai_fracture.commands import score_dicomweb
+
+    score_dicomweb.add_arguments(parser)
 
 
 def _usage(message: str) -> int:
@@ -130,6 +133,10 @@ def run(args: argparse.Namespace) -> int:
             load_label_table(args.labels)
         except LabelsError as err:
             return _usage(str(err))
+    from monai_fracture.commands import score_dicomweb
+
+    if score_dicomweb.wants_dicomweb(args):
+        return score_dicomweb.run(args)
     missing = [p for p in args.inputs if not Path(p).exists()]
     if missing:
         return _usage(f"input not found: {missing[0]}")

@@ -1,0 +1,1 @@
+"""Input sources: where the files to score come from (a folder, DICOMweb)."""
