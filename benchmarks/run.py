@@ -7,6 +7,7 @@ Sections (each a module with ``run(ctx) -> Section``):
   scoring        end-to-end ``score_paths`` vs its serial bound and a naive loop
   memory         peak memory scoring 200 vs 2,000 files
   cold_start     one radiograph, CLI start to SR written
+  dicomweb       the same files scored from a folder and from Orthanc over DICOMweb
 
     python -m benchmarks.run [--only inference scoring] [--quick] [--device cuda]
 
@@ -35,6 +36,7 @@ SECTIONS = {
     "scoring": "benchmarks.score_folder",
     "memory": "benchmarks.bench_memory",
     "cold_start": "benchmarks.bench_cold_start",
+    "dicomweb": "benchmarks.bench_dicomweb",
 }
 RESULTS = Path("benchmarks/results.json")
 

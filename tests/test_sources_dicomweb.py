@@ -7,6 +7,9 @@ tests check its log against scoring the very same files from a folder.
 
 from __future__ import annotations
 
+import http.server
+import json
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -15,8 +18,6 @@ import pytest
 
 from needs import missing
 from orthanc import make_tiny_model, namespace_unavailable_reason, run_driver, study_folders
-
-pytestmark = [pytest.mark.network, pytest.mark.slow]
 
 N_STUDIES, KILL_AFTER_ROWS = 8, 1
 
@@ -62,6 +63,8 @@ def _assert_same_as_folder(results_csv: Path, reference: pd.DataFrame) -> pd.Dat
     return table
 
 
+@pytest.mark.network
+@pytest.mark.slow
 def test_query_scores_like_a_folder_and_sends_results_back(dicomweb_run: dict) -> None:
     full = dicomweb_run["log"]["full"]
     assert full["rc"] == 0, full["stderr"]
@@ -78,6 +81,8 @@ def test_query_scores_like_a_folder_and_sends_results_back(dicomweb_run: dict) -
     assert {pydicom.dcmread(p).StudyInstanceUID for p in written} == set(table["study_uid"])
 
 
+@pytest.mark.network
+@pytest.mark.slow
 def test_resume_after_sigkill_does_not_fetch_finished_instances(dicomweb_run: dict) -> None:
     log = dicomweb_run["log"]
     killed, resumed = log["killed"], log["resumed"]
@@ -96,8 +101,80 @@ def test_resume_after_sigkill_does_not_fetch_finished_instances(dicomweb_run: di
     assert again["rc"] == 0 and again["fetched"] == [], "a finished run fetches nothing"
 
 
+@pytest.mark.network
+@pytest.mark.slow
 def test_unreachable_server_is_a_clear_input_error(dicomweb_run: dict) -> None:
     unreachable = dicomweb_run["log"]["unreachable"]
     assert unreachable["rc"] == 2
     assert "DICOMweb server http://127.0.0.1:9/dicom-web" in unreachable["stderr"]
     assert "unreachable" in unreachable["stderr"]
+
+
+# ---------------------------------------------------------------------------- without Orthanc
+class _FlakyQido(http.server.BaseHTTPRequestHandler):
+    """QIDO-RS studies endpoint: answers ``plan`` status codes in turn, then one study."""
+
+    plan: list[int] = []
+    seen: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        type(self).seen.append(self.path)
+        status = type(self).plan.pop(0) if type(self).plan else 200
+        body = json.dumps([{"0020000D": {"vr": "UI", "Value": ["1.2.3"]}}]).encode() if status == 200 else b""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/dicom+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture()
+def flaky_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FlakyQido)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _FlakyQido.seen = []
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_transient_server_errors_are_retried_with_backoff(flaky_server) -> None:
+    from monai_fracture.sources.dicomweb import DicomwebSource
+
+    _FlakyQido.plan = [503, 502]
+    source = DicomwebSource(f"dicomweb+http://127.0.0.1:{flaky_server.server_port}/dicom-web", backoff_s=0.05)
+    assert list(source.studies({"ModalitiesInStudy": "DX"})) == ["1.2.3"]
+    assert len(_FlakyQido.seen) == 3
+    assert all("ModalitiesInStudy=DX" in path and "limit=500" in path for path in _FlakyQido.seen)
+
+
+def test_a_refusal_is_not_retried_and_names_the_server(flaky_server) -> None:
+    from monai_fracture.sources.dicomweb import DicomwebError, DicomwebSource
+
+    _FlakyQido.plan = [403]
+    url = f"http://127.0.0.1:{flaky_server.server_port}/dicom-web"
+    with pytest.raises(DicomwebError, match=f"DICOMweb server {url}: .*HTTP 403"):
+        list(DicomwebSource(f"dicomweb+{url}", backoff_s=0.05).studies({}))
+    assert len(_FlakyQido.seen) == 1
+
+
+def test_secrets_come_from_files_or_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from monai_fracture.sources.dicomweb import base_url, read_headers
+
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    headers = tmp_path / "headers"
+    headers.write_text("# comment\nX-Api-Key: abc\n")
+    assert read_headers(str(token), str(headers)) == {"Authorization": "Bearer s3cret", "X-Api-Key": "abc"}
+    monkeypatch.setenv("MONAI_FRACTURE_DICOMWEB_TOKEN", "from-env")
+    assert read_headers() == {"Authorization": "Bearer from-env"}
+    headers.write_text("no colon here\n")
+    with pytest.raises(ValueError, match="line 1"):
+        read_headers(None, str(headers))
+    with pytest.raises(ValueError, match="credentials in the URL"):
+        base_url("dicomweb+https://user:pw@pacs.example/dicom-web")
+    assert base_url("dicomweb+https://pacs.example/dicom-web/") == "https://pacs.example/dicom-web"

@@ -226,16 +226,14 @@ def score_dicomweb(
         downloader.stop.set()
         downloader.join(timeout=30)
         journal.close()
-    if error is not None:
-        if isinstance(error, KeyboardInterrupt):
-            interrupted = True
-        else:
-            raise error
+    interrupted = interrupted or error is not None  # what was finished is written either way
     rows = _final_rows(out, spool, journal, failed, complete=not interrupted)
     results = write_results_csv(out / "results.csv", rows)
     counts, reasons = count_statuses(rows)
     _write_manifest(out, counts, reasons, len(rows), interrupted, source, description, stats, timings,
                     time.perf_counter() - t0, send_to)
+    if error is not None and not isinstance(error, KeyboardInterrupt):
+        raise error
     if interrupted:
         return results, counts, EXIT_INTERRUPTED
     return results, counts, EXIT_FAILED if counts.get("failed", 0) or stats.get("send_errors") else EXIT_OK
