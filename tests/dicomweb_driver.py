@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orthanc import ORTHANC_AET, ORTHANC_DICOM_PORT, Orthanc, _study_files, _wait_for, store_files
+from orthanc import ORTHANC_AET, ORTHANC_DICOM_PORT, Orthanc, _study_files, _study_uid, _wait_for, store_files
 
 WADO_INSTANCE = re.compile(r"GET /dicom-web/studies/[0-9.]+/series/[0-9.]+/instances/([0-9.]+)\b")
 
@@ -34,9 +34,8 @@ def _score(spec: dict[str, Any], url: str, out: Path, extra: list[str]) -> list[
             "--batch-size", "2", "--backend", "fp32", "--no-progress", *extra]
 
 
-def _journal_rows(out: Path) -> int:
-    path = out / "journal.jsonl"
-    return path.read_bytes().count(b'"type": "row"') if path.is_file() else 0
+def _count(path: Path, marker: bytes) -> int:
+    return path.read_bytes().count(marker) if path.is_file() else 0
 
 
 def _drive(spec: dict[str, Any]) -> dict[str, Any]:
@@ -66,18 +65,20 @@ def _drive(spec: dict[str, Any]) -> dict[str, Any]:
             found.setdefault(study, []).append(item.get("00080060", {}).get("Value", [""])[0])
         log["modalities_after_send"] = found
 
-        # resume: SIGKILL once a few rows are in the journal, then run the same command again
+        # resume: explicit study list; SIGKILL once the first study is finished, then the same command again
         resume_out = out / "resume"
-        cmd = _score(spec, url, resume_out, ["--query", "ModalitiesInStudy=DX", "--chunk-images", "1"])
+        study_list = out / "studies.txt"
+        study_list.write_text("# every stored study\n" + "".join(_study_uid(_study_files(f)) + "\n" for f in spec["studies"]))
+        cmd = _score(spec, url, resume_out, ["--study-list", str(study_list), "--chunk-images", "2"])
         seen = len(fetched_instances(orthanc))
         with open(out / "killed.log", "w") as handle:
             proc = subprocess.Popen(cmd, stdout=handle, stderr=handle)
-            _wait_for(lambda: proc.poll() is not None or _journal_rows(resume_out) >= spec["kill_after_rows"], 120, 0.02,
-                      "rows in the journal")
+            _wait_for(lambda: proc.poll() is not None or _count(resume_out / "dicomweb.jsonl", b'"study_done"') >= 1,
+                      120, 0.02, "a finished study")
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-        log["killed"] = {"rows_at_kill": _journal_rows(resume_out), "fetched": fetched_instances(orthanc)[seen:],
-                         "journal": (resume_out / "journal.jsonl").read_text()}
+        log["killed"] = {"rows_at_kill": _count(resume_out / "journal.jsonl", b'"type": "row"'),
+                         "fetched": fetched_instances(orthanc)[seen:], "journal": (resume_out / "journal.jsonl").read_text()}
         seen = len(fetched_instances(orthanc))
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         log["resumed"] = {"rc": run.returncode, "stderr": run.stderr[-3000:], "fetched": fetched_instances(orthanc)[seen:],

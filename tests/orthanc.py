@@ -188,6 +188,16 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _die_with_parent() -> None:
+    """Linux: Orthanc ends with the driver, even when a test's timeout SIGKILLs the driver."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class Orthanc:
     """Orthanc with the DICOMweb plugin, storage in a temporary folder, our node as a modality."""
 
@@ -219,7 +229,8 @@ class Orthanc:
         (self.root / "orthanc.json").write_text(json.dumps(config, indent=1))
         self.log = open(self.root / "orthanc.log", "w")
         self.proc = subprocess.Popen([str(ORTHANC_BIN), str(self.root / "orthanc.json"),
-                                      *(["--verbose"] if self.verbose else [])], stdout=self.log, stderr=self.log)
+                                      *(["--verbose"] if self.verbose else [])], stdout=self.log, stderr=self.log,
+                                     preexec_fn=_die_with_parent)
         _wait_for(lambda: self._http_ok() and _port_open(ORTHANC_DICOM_PORT), 30, what="Orthanc to start")
 
     def _http_ok(self) -> bool:

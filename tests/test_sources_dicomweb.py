@@ -19,7 +19,7 @@ import pytest
 from needs import missing
 from orthanc import make_tiny_model, namespace_unavailable_reason, run_driver, study_folders
 
-N_STUDIES, KILL_AFTER_ROWS = 8, 1
+N_STUDIES = 8
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,8 @@ def dicomweb_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     model = make_tiny_model(root / "model")
     generate_demo_dataset(root / "data", n=2 * N_STUDIES + 4, modality="xr", seed=5, size=64)
     studies = study_folders(root / "data")[:N_STUDIES]
-    spec = {"model": str(model), "studies": [str(p) for p in studies], "kill_after_rows": KILL_AFTER_ROWS}
-    log = run_driver(spec, root / "out", timeout_s=400, script=Path(__file__).with_name("dicomweb_driver.py"))
+    spec = {"model": str(model), "studies": [str(p) for p in studies]}
+    log = run_driver(spec, root / "out", timeout_s=600, script=Path(__file__).with_name("dicomweb_driver.py"))
     score_paths([str(p) for p in studies], root / "folder", model=str(model), write_dicom=False)
     reference = pd.read_csv(root / "folder" / "results.csv", dtype=str, keep_default_na=False)
     # the query asks for studies with a DX image; the generator mixes DX and CR
@@ -43,7 +43,8 @@ def dicomweb_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
                                                                  for p in reference["path"])}
     dx = {study for study, modality in modalities if modality == "DX"}
     assert dx and dx != {study for study, _ in modalities}, "the generated studies should mix DX and CR-only"
-    return {"log": log, "out": root / "out", "reference": reference[reference["study_uid"].isin(dx)]}
+    return {"log": log, "out": root / "out", "reference": reference[reference["study_uid"].isin(dx)],
+            "reference_all": reference}
 
 
 def _by_sop(table: pd.DataFrame) -> dict[str, dict]:
@@ -86,17 +87,16 @@ def test_query_scores_like_a_folder_and_sends_results_back(dicomweb_run: dict) -
 def test_resume_after_sigkill_does_not_fetch_finished_instances(dicomweb_run: dict) -> None:
     log = dicomweb_run["log"]
     killed, resumed = log["killed"], log["resumed"]
-    assert killed["rows_at_kill"] >= KILL_AFTER_ROWS
-    finished = {line.split('"sop_uid": "')[1].split('"')[0] for line in killed["journal"].splitlines()
-                if '"type": "row"' in line}
-    total = len(dicomweb_run["reference"])
-    assert 0 < len(finished) < total, "killed midway"
+    reference = dicomweb_run["reference_all"]  # --study-list names every stored study
+    finished = {json.loads(line)["sop_uid"] for line in killed["journal"].splitlines() if '"type": "row"' in line}
+    assert 0 < len(finished) < len(reference), "killed midway"
     assert resumed["rc"] == 0, resumed["stderr"]
+    assert resumed["fetched"], "the killed run had not fetched everything"
     assert not finished & set(resumed["fetched"]), "a finished instance was fetched again"
-    assert set(killed["fetched"]) | set(resumed["fetched"]) == set(dicomweb_run["reference"]["sop_uid"])
+    assert set(killed["fetched"]) | set(resumed["fetched"]) == set(reference["sop_uid"])
     assert len(killed["fetched"]) == len(set(killed["fetched"])) and len(resumed["fetched"]) == len(set(resumed["fetched"]))
     assert resumed["spool_left"] == []
-    _assert_same_as_folder(dicomweb_run["out"] / "resume" / "results.csv", dicomweb_run["reference"])
+    _assert_same_as_folder(dicomweb_run["out"] / "resume" / "results.csv", reference)
     again = log["again"]
     assert again["rc"] == 0 and again["fetched"] == [], "a finished run fetches nothing"
 
