@@ -74,7 +74,7 @@ def _drive(spec: dict[str, Any]) -> dict[str, Any]:
         with open(out / "killed.log", "w") as handle:
             proc = subprocess.Popen(cmd, stdout=handle, stderr=handle)
             _wait_for(lambda: proc.poll() is not None or _count(resume_out / "dicomweb.jsonl", b'"study_done"') >= 1,
-                      120, 0.02, "a finished study")
+                      300, 0.02, "a finished study")
             proc.send_signal(signal.SIGKILL)
             proc.wait()
         log["killed"] = {"rows_at_kill": _count(resume_out / "journal.jsonl", b'"type": "row"'),

@@ -35,7 +35,7 @@ def dicomweb_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     generate_demo_dataset(root / "data", n=2 * N_STUDIES + 4, modality="xr", seed=5, size=64)
     studies = study_folders(root / "data")[:N_STUDIES]
     spec = {"model": str(model), "studies": [str(p) for p in studies]}
-    log = run_driver(spec, root / "out", timeout_s=600, script=Path(__file__).with_name("dicomweb_driver.py"))
+    log = run_driver(spec, root / "out", timeout_s=900, script=Path(__file__).with_name("dicomweb_driver.py"))
     score_paths([str(p) for p in studies], root / "folder", model=str(model), write_dicom=False)
     reference = pd.read_csv(root / "folder" / "results.csv", dtype=str, keep_default_na=False)
     # the query asks for studies with a DX image; the generator mixes DX and CR
