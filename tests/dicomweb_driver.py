@@ -73,10 +73,12 @@ def _drive(spec: dict[str, Any]) -> dict[str, Any]:
         seen = len(fetched_instances(orthanc))
         with open(out / "killed.log", "w") as handle:
             proc = subprocess.Popen(cmd, stdout=handle, stderr=handle)
-            _wait_for(lambda: proc.poll() is not None or _count(resume_out / "dicomweb.jsonl", b'"study_done"') >= 1,
-                      300, 0.02, "a finished study")
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+            try:
+                _wait_for(lambda: proc.poll() is not None or _count(resume_out / "dicomweb.jsonl", b'"study_done"') >= 1,
+                          300, 0.02, "a finished study")
+            finally:  # also when the wait times out: no scorer outlives the driver
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
         log["killed"] = {"rows_at_kill": _count(resume_out / "journal.jsonl", b'"type": "row"'),
                          "fetched": fetched_instances(orthanc)[seen:], "journal": (resume_out / "journal.jsonl").read_text()}
         seen = len(fetched_instances(orthanc))
