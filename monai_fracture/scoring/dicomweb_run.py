@@ -105,8 +105,9 @@ class _Downloader(threading.Thread):
     """Lists and fetches the next chunk while the current one is scored (queue of one chunk)."""
 
     def __init__(self, source: DicomwebSource, studies: Iterable[str], journal: _SourceJournal, spool: Path,
-                 chunk_images: int) -> None:
+                 chunk_images: int, keep_downloads: bool) -> None:
         super().__init__(name="dicomweb-download", daemon=True)
+        self.keep_downloads = keep_downloads
         self.source, self.studies, self.journal, self.spool = source, studies, journal, spool
         self.chunk_images = chunk_images
         self.chunks: queue.Queue = queue.Queue(maxsize=1)
@@ -118,7 +119,9 @@ class _Downloader(threading.Thread):
             for uid in self.studies:
                 if self.stop.is_set():
                     return
-                if uid in self.journal.done:
+                if uid in self.journal.done:  # a kill between study_done and the removal can leave files
+                    if not self.keep_downloads:
+                        shutil.rmtree(study_spool(self.spool, uid), ignore_errors=True)
                     continue
                 chunk.studies.append((uid, self._fetch_study(uid, chunk)))
                 if chunk.size >= self.chunk_images:
@@ -182,7 +185,7 @@ def score_dicomweb(
     out.mkdir(parents=True, exist_ok=True)
     classifier = _classifier(model, device, threshold, backend)
     journal = _SourceJournal(out / SOURCE_JOURNAL)
-    downloader = _Downloader(source, studies, journal, spool, chunk_images)
+    downloader = _Downloader(source, studies, journal, spool, chunk_images, keep_downloads)
     failed: dict[str, ResultRow] = {}
     stats = {"studies_scored": 0, "downloaded": 0, "sent_studies": 0, "send_errors": 0, "chunks": 0}
     timings = {"download_s": 0.0, "score_s": 0.0, "send_s": 0.0}
