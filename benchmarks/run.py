@@ -8,6 +8,7 @@ Sections (each a module with ``run(ctx) -> Section``):
   memory         peak memory scoring 200 vs 2,000 files
   cold_start     one radiograph, CLI start to SR written
   engines        local vs Ray Data engine on the same 500 files
+  dicomweb       the same files scored from a folder and from Orthanc over DICOMweb
 
     python -m benchmarks.run [--only inference scoring] [--quick] [--device cuda]
 
@@ -38,6 +39,7 @@ SECTIONS = {
     "cold_start": "benchmarks.bench_cold_start",
     "peer": "benchmarks.bench_peer",
     "engines": "benchmarks.bench_engines",
+    "dicomweb": "benchmarks.bench_dicomweb",
 }
 RESULTS = Path("benchmarks/results.json")
 

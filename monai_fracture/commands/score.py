@@ -64,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from monai_fracture.scoring import ray_engine
 
     ray_engine.add_arguments(parser)
+    from monai_fracture.commands import score_dicomweb
+
+    score_dicomweb.add_arguments(parser)
 
 
 def _usage(message: str) -> int:
@@ -143,6 +146,10 @@ def run(args: argparse.Namespace) -> int:
             load_label_table(args.labels)
         except LabelsError as err:
             return _usage(str(err))
+    from monai_fracture.commands import score_dicomweb
+
+    if score_dicomweb.wants_dicomweb(args):
+        return score_dicomweb.run(args)
     missing = [p for p in args.inputs if not Path(p).exists()]
     if missing:
         return _usage(f"input not found: {missing[0]}")

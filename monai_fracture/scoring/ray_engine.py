@@ -241,14 +241,19 @@ class RayEngine:
     def __init__(self, settings: RaySettings | None = None) -> None:
         self.settings = settings or RaySettings()
         self._started = False
+        self._depth = 0  # re-entrant: a DICOMweb run holds the cluster across its chunks' score_paths calls
 
     def __enter__(self) -> RayEngine:
-        self._started = connect(self.settings)
+        if self._depth == 0:
+            self._started = connect(self.settings)
+        self._depth += 1
         return self
 
     def __exit__(self, *exc: object) -> None:
-        disconnect(self._started)
-        self._started = False
+        self._depth -= 1
+        if self._depth == 0:
+            disconnect(self._started)
+            self._started = False
 
     def batches(self, batch_size: int, regions: bool, heatmaps: bool):
         return ray_batches(self.settings, batch_size, regions, heatmaps)

@@ -65,14 +65,16 @@ def _unshare_prefix() -> list[str]:
     return ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "--net", "--map-root-user"]
 
 
-def run_driver(spec: dict[str, Any], out_dir: Path, timeout_s: float = 240) -> dict[str, Any]:
-    """Run the scenarios of ``spec`` inside a fresh network namespace; return the driver's log."""
+def run_driver(spec: dict[str, Any], out_dir: Path, timeout_s: float = 240, script: Path | None = None) -> dict[str, Any]:
+    """Run the scenarios of ``spec`` inside a fresh network namespace; return the driver's log.
+
+    ``script``: another driver with the same contract (default: this file's ``_drive``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     spec_path = out_dir / "spec.json"
     spec_path.write_text(json.dumps({**spec, "out_dir": str(out_dir)}, indent=1))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(
-        _unshare_prefix() + [sys.executable, str(Path(__file__).resolve()), str(spec_path)],
+        _unshare_prefix() + [sys.executable, str((script or Path(__file__)).resolve()), str(spec_path)],
         capture_output=True, text=True, timeout=timeout_s, env=env,
     )
     (out_dir / "driver.log").write_text(proc.stdout + proc.stderr)
@@ -186,11 +188,22 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _die_with_parent() -> None:
+    """Linux: Orthanc ends with the driver, even when a test's timeout SIGKILLs the driver."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class Orthanc:
     """Orthanc with the DICOMweb plugin, storage in a temporary folder, our node as a modality."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, verbose: bool = False) -> None:
         self.root = root
+        self.verbose = verbose  # log every HTTP request (tests count WADO-RS fetches)
         self.url = f"http://127.0.0.1:{ORTHANC_HTTP_PORT}"
         self.proc: subprocess.Popen | None = None
 
@@ -215,7 +228,9 @@ class Orthanc:
         }
         (self.root / "orthanc.json").write_text(json.dumps(config, indent=1))
         self.log = open(self.root / "orthanc.log", "w")
-        self.proc = subprocess.Popen([str(ORTHANC_BIN), str(self.root / "orthanc.json")], stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen([str(ORTHANC_BIN), str(self.root / "orthanc.json"),
+                                      *(["--verbose"] if self.verbose else [])], stdout=self.log, stderr=self.log,
+                                     preexec_fn=_die_with_parent)
         _wait_for(lambda: self._http_ok() and _port_open(ORTHANC_DICOM_PORT), 30, what="Orthanc to start")
 
     def _http_ok(self) -> bool:
