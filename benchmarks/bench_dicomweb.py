@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent.parent
 def _drive(spec: dict) -> dict:
     """Inside the namespace: Orthanc up, files stored, then the timed repeats."""
     sys.path.insert(0, str(HERE / "tests"))
-    from orthanc import ORTHANC_AET, ORTHANC_DICOM_PORT, Orthanc, store_files  # tests/orthanc.py
+    from helpers.orthanc import ORTHANC_AET, ORTHANC_DICOM_PORT, Orthanc, store_files  # tests/helpers/orthanc.py
 
     from monai_fracture.commands.score import import_monai_without_deploy
 
@@ -73,7 +73,7 @@ def run(ctx: BenchContext, n: int | None = None, size: int = 512) -> Section:
     from benchmarks.score_folder import benchmark_model, prepare_data
 
     sys.path.insert(0, str(HERE / "tests"))
-    from orthanc import _unshare_prefix, namespace_unavailable_reason
+    from helpers.orthanc import _unshare_prefix, namespace_unavailable_reason
 
     reason = namespace_unavailable_reason()
     if reason:
