@@ -47,8 +47,8 @@ def _phantoms() -> tuple[list[np.ndarray], list[int], list[tuple[float, float] |
     return images, labels, where
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def train_phantom_model(folder) -> tuple[Classifier, list[np.ndarray], list[int], list[tuple[float, float] | None]]:
+    """Train the tiny phantom model into ``folder``; the classifier and the held-out phantoms."""
     torch.manual_seed(0)
     images, labels, where = _phantoms()
     chain = build_preprocessing(**PREPROCESSING, load=False)
@@ -68,8 +68,13 @@ def trained(tmp_path_factory):
             optimiser.step()
     info = ModelInfo(name="phantom-pointing", version="test", threshold=0.5, preprocessing=PREPROCESSING,
                      network={"name": "efficientnet-lite0", "spatial_dims": 2, "in_channels": 3, "num_classes": 2})
-    folder = save_model(tmp_path_factory.mktemp("phantom_model"), network, info)
+    save_model(folder, network, info)
     return Classifier(folder, backend="fp32"), images[N_TRAIN:], labels[N_TRAIN:], where[N_TRAIN:]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return train_phantom_model(tmp_path_factory.mktemp("phantom_model"))
 
 
 def test_heatmap_peak_lies_on_the_fracture(trained):
