@@ -104,7 +104,7 @@ class Classifier:
     # Heatmap recipe (scoring.saliency), shipped defaults; set on an instance to compare others.
     heatmap_layer: str | Sequence[str] | None = None  # None = the family default (saliency.default_layers)
     heatmap_method = "layercam"
-    heatmap_fusion = "mean"
+    heatmap_fusion = "product"  # keeps what both layers agree on: a tighter region than the mean
     heatmap_flip = False
     heatmap_scale = 1.0  # >1: the heatmap pass alone sees a larger input
 

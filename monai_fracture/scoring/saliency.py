@@ -1,4 +1,4 @@
-"""Where the network looked: Grad-CAM through MONAI, restricted to the image, and its hot region.
+"""Where the network looked: class activation maps through MONAI, restricted to the image, and its hot region.
 
 Why the first release drew frame-shaped maps: ``monai.visualize.GradCAM`` post-processes with
 ``default_normalizer``, which maps (min, max) to (1, 0), i.e. it *inverts* the map ("smallest
@@ -8,6 +8,13 @@ ReLU of the gradient-weighted activations, upsampled to the network input), noth
 inverted, the zero padding of the letterbox resize is cut away before the map is scaled (so
 padding can neither win the peak nor stretch the colour range), and the map is mapped back
 through the recorded resize onto the source pixels.
+
+Why LayerCAM on two layers by default: the last convolution of an EfficientNet sees a 320-px
+input as a 10 x 10 grid, coarser than a fracture; Grad-CAM on a finer stage averages the
+gradients per channel and loses class specificity there. LayerCAM weights every position by its
+own positive gradient, so the stride-16 stage (``_blocks.4``) gives a sharp, class-specific
+map; multiplied with the last convolution's map it keeps only what both agree on. Figures per
+recipe in docs/validation.md.
 
 """
 
@@ -50,7 +57,8 @@ def default_layers(network: torch.nn.Module) -> tuple[str, ...]:
 
     EfficientNets (B and Lite, 2D and 3D: seven ``_blocks`` stages): the last stride-16 stage
     (``_blocks.4``) fused with the last convolution, so the map has twice the last layer's
-    resolution but keeps its class specificity. Other networks: the last convolution.
+    resolution (a 20 x 20 grid at 320 px, not 10 x 10) but keeps its class specificity. Other
+    networks: the last convolution.
     """
     names = {name for name, _ in network.named_modules()}
     if {"_blocks.4", "_blocks.6", "_conv_head"} <= names:
