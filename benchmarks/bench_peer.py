@@ -103,7 +103,7 @@ def _decisions(csv_path: Path, column: str = "prediction") -> dict[str, int]:
 
 
 def run(ctx: BenchContext, data: Path | None = None, workers: int = 1) -> Section:
-    from monai_fracture.scoring.classifier import default_model_path
+    from monai_fracture.model.classifier import default_model_path
 
     model_dir = default_model_path()
     model_pt = model_dir / "model.pt"

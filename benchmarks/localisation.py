@@ -13,7 +13,8 @@ there), the Grad-CAM of the fracture class is computed by ``Classifier.heatmap``
 - energy in box: the share of the heatmap's total value inside the union of boxes, beside the
   boxes' share of the image area (what a uniform map would score).
 
-``--methods``/``--layers`` compare variants. Writes
+``--recipes`` compare heatmap recipes (``benchmarks.localisation.parse_recipe``; default: what
+``score`` ships). Writes
 ``localisation.json`` (summary + per-image rows) and an overlay panel of the first images.
 """
 
@@ -36,6 +37,38 @@ from monai_fracture.model import Classifier
 from monai_fracture.model.gradcam import energy_in_boxes, point_in_box
 
 logger = logging.getLogger("benchmarks.localisation")
+
+
+def parse_recipe(spec: str) -> dict:
+    """``METHOD@LAYER[+LAYER...][,product][,flip][,xSCALE]`` -> Classifier heatmap settings.
+
+    ``layercam@_blocks.4+last`` fuses two layers by their mean; ``last`` is the last convolution;
+    ``default`` (alone) is the shipped recipe.
+    """
+    if spec == "default":
+        return {}
+    head, *options = spec.split(",")
+    method, _, layers = head.partition("@")
+    settings = {"heatmap_method": method, "heatmap_layer": tuple(layers.split("+")) if layers else None,
+                "heatmap_fusion": "mean", "heatmap_flip": False, "heatmap_scale": 1.0}
+    for option in options:
+        if option in ("mean", "product"):
+            settings["heatmap_fusion"] = option
+        elif option == "flip":
+            settings["heatmap_flip"] = True
+        elif option.startswith("x"):
+            settings["heatmap_scale"] = float(option[1:])
+        else:
+            raise ValueError(f"unknown recipe option {option!r} in {spec!r}")
+    return settings
+
+
+def apply_recipe(classifier: Classifier, spec: str) -> None:
+    """Set ``classifier``'s heatmap recipe (the shipped one first, so options not named fall back to it)."""
+    for key in ("heatmap_method", "heatmap_layer", "heatmap_fusion", "heatmap_flip", "heatmap_scale"):
+        vars(classifier).pop(key, None)  # back to the class defaults
+    for key, value in parse_recipe(spec).items():
+        setattr(classifier, key, value)
 
 
 def yolo_boxes(path: Path, rows: int, cols: int) -> list[tuple[float, float, float, float]]:
@@ -67,10 +100,10 @@ def validation_frame(data_dir: Path, model: Path) -> pd.DataFrame:
     return val
 
 
-def evaluate(classifier: Classifier, val: pd.DataFrame, data_dir: Path, methods: list[str], layers: list[str],
-             tolerance: float, limit: int | None, progress_file: Path | None = None) -> list[dict]:
+def evaluate(classifier: Classifier, val: pd.DataFrame, data_dir: Path, recipes: list[str],
+             tolerance: float, limit: int | None, progress_file: Path | None = None, skip: int = 0) -> list[dict]:
     """Per-image records for the true positives; ``progress_file`` gets the rows so far after each image."""
-    positives = val[val["label"] == 1]
+    positives = val[val["label"] == 1].iloc[skip:]
     rows: list[dict] = []
     for _, entry in positives.iterrows():
         if limit is not None and len(rows) >= limit:
@@ -91,17 +124,15 @@ def evaluate(classifier: Classifier, val: pd.DataFrame, data_dir: Path, methods:
                   "box_area_fraction": round(energy_in_boxes(np.ones(image.shape, np.float32), boxes), 4),
                   "boxes": [[round(v, 1) for v in b] for b in boxes]}
         slack = tolerance * max(image.shape)
-        for layer in layers:
-            classifier.heatmap_layer = None if layer == "last" else layer
-            for method in methods:
-                started = time.perf_counter()
-                cam = classifier.heatmap(image, meta, method=method)
-                seconds = time.perf_counter() - started
-                peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
-                key = f"{method}@{layer}"
-                record[key] = {"hit": any(point_in_box(peak, b, slack) for b in boxes),
-                               "energy": round(energy_in_boxes(cam, boxes), 4), "seconds": round(seconds, 3),
-                               "peak": [int(peak[0]), int(peak[1])]}
+        for key in recipes:
+            apply_recipe(classifier, key)
+            started = time.perf_counter()
+            cam = classifier.heatmap(image, meta)
+            seconds = time.perf_counter() - started
+            peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
+            record[key] = {"hit": any(point_in_box(peak, b, slack) for b in boxes),
+                           "energy": round(energy_in_boxes(cam, boxes), 4), "seconds": round(seconds, 3),
+                           "peak": [int(peak[0]), int(peak[1])]}
         rows.append(record)
         if progress_file is not None:
             progress_file.write_text(json.dumps({"summary": summarise(rows), "images": rows}, indent=1) + "\n")
@@ -120,6 +151,7 @@ def summarise(rows: list[dict], tolerances: tuple[float, ...] = (0.05, 0.1)) -> 
         hits = [r[key]["hit"] for r in scored]
         energy = [r[key]["energy"] for r in scored]
         summary[key] = {"hit_rate": round(float(np.mean(hits)), 4), "hits": int(np.sum(hits)), "n": len(hits),
+                        "seconds_median": round(float(np.median([r[key]["seconds"] for r in scored])), 3),
                         "energy_in_box_mean": round(float(np.mean(energy)), 4),
                         "energy_in_box_median": round(float(np.median(energy)), 4)}
         for tolerance in tolerances:
@@ -129,7 +161,8 @@ def summarise(rows: list[dict], tolerances: tuple[float, ...] = (0.05, 0.1)) -> 
     return summary
 
 
-def panel(rows: list[dict], data_dir: Path, classifier: Classifier, out_file: Path, count: int = 8) -> None:
+def panel(rows: list[dict], data_dir: Path, classifier: Classifier, out_file: Path, count: int = 8,
+          recipe: str = "default") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -140,7 +173,7 @@ def panel(rows: list[dict], data_dir: Path, classifier: Classifier, out_file: Pa
     fig, axes = plt.subplots(2, max(1, (len(picked) + 1) // 2), figsize=(3.2 * max(1, (len(picked) + 1) // 2), 7))
     for ax, row in zip(np.ravel(axes), picked):
         image, meta = read_image(data_dir / row["path"])
-        classifier.heatmap_layer = None
+        apply_recipe(classifier, recipe)
         cam = classifier.heatmap(image, meta)
         ax.imshow(image, cmap="gray")
         ax.imshow(cam, cmap="jet", alpha=0.35)
@@ -152,7 +185,7 @@ def panel(rows: list[dict], data_dir: Path, classifier: Classifier, out_file: Pa
         ax.axis("off")
     for ax in np.ravel(axes)[len(picked):]:
         ax.axis("off")
-    fig.suptitle("Grad-CAM (fracture class) on validation true positives; white: FracAtlas boxes, +: peak")
+    fig.suptitle(f"Heatmap {recipe} (fracture class) on validation true positives; white: FracAtlas boxes, +: peak")
     fig.tight_layout()
     fig.savefig(out_file, dpi=90)
     plt.close(fig)
@@ -163,10 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/fracatlas"))
     parser.add_argument("--model", type=Path, default=Path("bundles/fracture_classification/models/fracatlas"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/localisation"))
-    parser.add_argument("--methods", nargs="+", default=["gradcam"], choices=["gradcam", "gradcampp"])
-    parser.add_argument("--layers", nargs="+", default=["last"], help="module names, or 'last' (last convolution)")
+    parser.add_argument("--recipes", nargs="+", default=["default"],
+                        help="heatmap recipes, e.g. gradcam@last layercam@_blocks.4+last,flip (see parse_recipe)")
     parser.add_argument("--tolerance", type=float, default=0.0, help="box growth as a fraction of the long side")
     parser.add_argument("--limit", type=int, help="stop after this many true positives")
+    parser.add_argument("--skip", type=int, default=0, help="skip this many fractured validation images first")
     parser.add_argument("--panel", type=Path, help="also write an overlay panel PNG here")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -176,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     val = validation_frame(args.data, args.model)
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = evaluate(classifier, val, args.data, args.methods, args.layers, args.tolerance, args.limit,
-                    progress_file=args.out / "localisation.partial.json")
+    rows = evaluate(classifier, val, args.data, args.recipes, args.tolerance, args.limit,
+                    progress_file=args.out / "localisation.partial.json", skip=args.skip)
     summary = summarise(rows)
     summary.update({"model": classifier.model_id, "threshold": classifier.threshold, "tolerance": args.tolerance,
                     "validation_images": len(val), "validation_fractured": int((val["label"] == 1).sum()),
@@ -185,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "localisation.json").write_text(json.dumps({"summary": summary, "images": rows}, indent=2) + "\n")
     if args.panel is not None:
-        panel(rows, args.data, classifier, args.panel)
+        panel(rows, args.data, classifier, args.panel, recipe=args.recipes[0])
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -3,12 +3,10 @@
 A small EfficientNet-Lite0 (ImageNet start, as the bundle trains) learns the phantoms for two
 epochs; then, for every held-out fractured phantom it detects, the peak of ``Classifier.heatmap``
 (what ``score`` writes into the SR, the GSPS and the SC) is compared with the fracture centre the
-generator recorded. The last convolution sees the 128-pixel input as a 4 x 4 grid (32 pixels a
-cell), so distances are coarse.
-
-The test guards the median peak distance (at most 0.3 of the side); the issue's target, 90% of
-peaks within 0.15 of the side, is not reached by this quickly trained model (figures, and the
-inverted map of the first release failing this test, in docs/validation.md).
+generator recorded. The shipped recipe (LayerCAM on ``_blocks.4`` fused with the last
+convolution) must put at least 90% of the peaks within 0.15 of the side (19 px at 128): the
+target of issue 12. The last convolution alone sees the input as a 4 x 4 grid and fails it, as
+does the inverted map of the first release (figures per recipe in docs/validation.md).
 """
 
 from __future__ import annotations
@@ -28,8 +26,8 @@ from monai_fracture.transforms.presets import build_preprocessing
 pytestmark = pytest.mark.slow
 
 SIZE, N_IMAGES, N_TRAIN, EPOCHS = 128, 160, 120, 2
-TOLERANCE = 0.15  # of the image side: 19 px at 128 (reported in the failure message)
-MAX_MEDIAN_DISTANCE = 0.3  # of the image side: 38 px at 128
+TOLERANCE = 0.15  # of the image side: 19 px at 128
+MIN_HIT_RATE = 0.9  # share of detected fractured phantoms whose heatmap peak lies within TOLERANCE
 PREPROCESSING = {"modality": "xr", "size": SIZE, "normalization": "tf"}
 
 
@@ -47,8 +45,8 @@ def _phantoms() -> tuple[list[np.ndarray], list[int], list[tuple[float, float] |
     return images, labels, where
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def train_phantom_model(folder) -> tuple[Classifier, list[np.ndarray], list[int], list[tuple[float, float] | None]]:
+    """Train the tiny phantom model into ``folder``; the classifier and the held-out phantoms."""
     torch.manual_seed(0)
     images, labels, where = _phantoms()
     chain = build_preprocessing(**PREPROCESSING, load=False)
@@ -68,8 +66,13 @@ def trained(tmp_path_factory):
             optimiser.step()
     info = ModelInfo(name="phantom-pointing", version="test", threshold=0.5, preprocessing=PREPROCESSING,
                      network={"name": "efficientnet-lite0", "spatial_dims": 2, "in_channels": 3, "num_classes": 2})
-    folder = save_model(tmp_path_factory.mktemp("phantom_model"), network, info)
+    save_model(folder, network, info)
     return Classifier(folder, backend="fp32"), images[N_TRAIN:], labels[N_TRAIN:], where[N_TRAIN:]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return train_phantom_model(tmp_path_factory.mktemp("phantom_model"))
 
 
 def test_heatmap_peak_lies_on_the_fracture(trained):
@@ -88,6 +91,6 @@ def test_heatmap_peak_lies_on_the_fracture(trained):
         distances.append(float(np.hypot(peak[0] - centre[0], peak[1] - centre[1])))
     assert len(distances) >= 10, f"only {len(distances)} true positives"
     hits = np.asarray(distances) <= TOLERANCE * SIZE
-    assert np.median(distances) <= MAX_MEDIAN_DISTANCE * SIZE, (
-        f"median peak distance {np.median(distances):.0f} px, hit rate {hits.mean():.2f} within "
-        f"{TOLERANCE * SIZE:.0f} px, distances {sorted(round(d) for d in distances)}")
+    assert hits.mean() >= MIN_HIT_RATE, (
+        f"hit rate {hits.mean():.2f} within {TOLERANCE * SIZE:.0f} px (median peak distance "
+        f"{np.median(distances):.0f} px), distances {sorted(round(d) for d in distances)}")

@@ -81,7 +81,7 @@ def test_export_and_gradcam_of_a_registered_family(tmp_path):
     assert isinstance(load_model(folder).network, TinyDenseNet)
 
     classifier = Classifier(folder)
-    assert classifier.cam_layer() == gradcam_layer(classifier.model.network) == "class_layers.relu"
+    assert classifier.cam_layers() == (gradcam_layer(classifier.model.network),) == ("class_layers.relu",)
     image = np.zeros((80, 100), dtype=np.float32)
     image[20:40, 30:60] = 1000.0
     heat = classifier.heatmap(image, {"spacing": (1.0, 1.0)})

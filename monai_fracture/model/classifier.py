@@ -98,7 +98,13 @@ class Classifier:
         self.requested_backend = backend
         self.backend = None
         self.backend_choice = None
-        self.heatmap_layer: str | None = None  # Grad-CAM layer; None = the one its network family declares
+
+    # Heatmap recipe (model.gradcam), shipped defaults; set on an instance to compare others.
+    heatmap_layer: str | Sequence[str] | None = None  # None = the family default (model.gradcam.default_layers)
+    heatmap_method = "layercam"
+    heatmap_fusion = "product"  # keeps what both layers agree on: a tighter region than the mean
+    heatmap_flip = False
+    heatmap_scale = 1.0  # >1: the heatmap pass alone sees a larger input
 
     @property
     def model_id(self) -> str:
@@ -198,25 +204,42 @@ class Classifier:
     def supports_heatmaps(self) -> bool:
         return isinstance(self.model.network, torch.nn.Module) and self.model.format == "pytorch"
 
-    def cam_layer(self) -> str:
-        """The layer Grad-CAM reads: ``heatmap_layer`` when set, else its network family's (``networks.registry``)."""
-        from monai_fracture.networks.registry import gradcam_layer
+    def cam_layers(self) -> tuple[str, ...]:
+        """The layers the heatmap reads: ``heatmap_layer`` when set ('last' = last convolution), else the family default."""
+        from monai_fracture.model.gradcam import default_layers
+        from monai_fracture.networks.registry import last_convolution
 
-        return self.heatmap_layer or gradcam_layer(self.model.network)
+        if self.heatmap_layer is None:
+            return default_layers(self.model.network)
+        names = (self.heatmap_layer,) if isinstance(self.heatmap_layer, str) else tuple(self.heatmap_layer)
+        return tuple(last_convolution(self.model.network) if n == "last" else n for n in names)
 
-    def heatmap(self, array: np.ndarray, meta: Mapping[str, Any], method: str = "gradcam") -> np.ndarray:
-        """Grad-CAM of the fracture class for one image, in the source geometry, in [0, 1] (1 = strongest).
+    def _heatmap_preprocessing(self):
+        if self.heatmap_scale == 1.0 or "size" not in self.info.preprocessing:
+            return self.preprocessing
+        from monai_fracture.transforms.presets import build_preprocessing
 
-        The raw map is cut to the image content (the letterbox padding removed), resized back to
-        the source pixels, then scaled; see ``model.gradcam`` for why nothing is inverted.
+        kwargs = dict(self.info.preprocessing)
+        kwargs.update(modality=self.modality, load=False, size=int(round(int(kwargs["size"]) * self.heatmap_scale)))
+        return build_preprocessing(**kwargs)
+
+    def heatmap(self, array: np.ndarray, meta: Mapping[str, Any], method: str | None = None) -> np.ndarray:
+        """Class activation map of the fracture class for one image, in the source geometry, in [0, 1] (1 = strongest).
+
+        ``method`` overrides ``heatmap_method``. The raw map is cut to the image content (the
+        letterbox padding removed), resized back to the source pixels, then scaled; see
+        ``model.gradcam`` for why nothing is inverted and why LayerCAM on two layers.
         """
-        from monai_fracture.model.gradcam import grad_cam, scale_to_unit
+        from monai_fracture.model.gradcam import class_activation_map, scale_to_unit
 
         if not self.supports_heatmaps:
-            raise ValueError(f"Grad-CAM needs a PyTorch model, not {self.model.format}")
-        processed = self.preprocess_meta(array, meta)
+            raise ValueError(f"heatmaps need a PyTorch model, not {self.model.format}")
+        data = self._heatmap_preprocessing()({"image": channel_first(array, meta)})
+        processed = data["image"] if isinstance(data, Mapping) else data
         inputs = torch.as_tensor(processed).as_subclass(torch.Tensor)[None].to(self.device)
-        raw = grad_cam(self.model.network, inputs, self.cam_layer(), class_index=1, method=method)
+        raw = class_activation_map(self.model.network, inputs, self.cam_layers(), class_index=1,
+                                   method=method or self.heatmap_method, fusion=self.heatmap_fusion,
+                                   flip=self.heatmap_flip)
         self.model.network.eval()
         return scale_to_unit(self._to_source_geometry(raw.cpu(), processed, np.shape(array)))
 

@@ -1,4 +1,4 @@
-"""Where the network looked: Grad-CAM through MONAI, restricted to the image, and its hot region.
+"""Where the network looked: class activation maps through MONAI, restricted to the image, and its hot region.
 
 Why the first release drew frame-shaped maps: ``monai.visualize.GradCAM`` post-processes with
 ``default_normalizer``, which maps (min, max) to (1, 0), i.e. it *inverts* the map ("smallest
@@ -9,11 +9,19 @@ inverted, the zero padding of the letterbox resize is cut away before the map is
 padding can neither win the peak nor stretch the colour range), and the map is mapped back
 through the recorded resize onto the source pixels.
 
+Why LayerCAM on two layers by default: the last convolution of an EfficientNet sees a 320-px
+input as a 10 x 10 grid, coarser than a fracture; Grad-CAM on a finer stage averages the
+gradients per channel and loses class specificity there. LayerCAM weights every position by its
+own positive gradient, so the stride-16 stage (``_blocks.4``) gives a sharp, class-specific
+map; multiplied with the last convolution's map it keeps only what both agree on. Figures per
+recipe in docs/validation.md.
+
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,30 +29,112 @@ import torch
 
 from monai_fracture.reports.results import EvidenceRegion
 
-METHODS = ("gradcam", "gradcampp")
+METHODS = ("gradcam", "gradcampp", "layercam")
+FUSIONS = ("mean", "product")
+
+# one hooked wrapper per network and layer set: MONAI's CAM classes register hooks on every
+# construction and never remove them, so a fresh GradCAM per image piles up hooks
+_HOOKED: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
 def _identity(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
+def default_layers(network: torch.nn.Module) -> tuple[str, ...]:
+    """The layers the heatmap reads by default: what the network's family declares (``networks.registry``)."""
+    from monai_fracture.networks.registry import heatmap_layers
+
+    return heatmap_layers(network)
+
+
+def _hooked(network: torch.nn.Module, layers: tuple[str, ...]):
+    from monai.visualize.class_activation_maps import ModelWithHooks
+
+    known = {name for name, _ in network.named_modules()}
+    missing = [layer for layer in layers if layer not in known]
+    if missing:
+        raise ValueError(f"the network has no layer {', '.join(missing)} for a heatmap")
+    cache = _HOOKED.setdefault(network, {})
+    if layers not in cache:
+        cache[layers] = ModelWithHooks(network, layers, register_forward=True, register_backward=True)
+    return cache[layers]
+
+
+def _layer_cam(hooked, inputs: torch.Tensor, class_index: int) -> list[torch.Tensor]:
+    """LayerCAM (Jiang et al. 2021): ReLU(gradient) x activation per position, summed over channels.
+
+    Element-wise weights (not Grad-CAM's channel means) keep shallow layers' maps sharp and
+    class specific; not in MONAI, so built on its ``ModelWithHooks``.
+    """
+    _, activations, gradients = hooked(inputs, class_idx=class_index)
+    return [torch.relu((torch.relu(g) * a).sum(1, keepdim=True)) for a, g in zip(activations, gradients)]
+
+
+def _layer_maps(network, inputs: torch.Tensor, layers: tuple[str, ...], class_index: int, method: str):
+    from monai.visualize import GradCAM, GradCAMpp
+
+    hooked = _hooked(network, layers)
+    if method == "layercam":
+        maps = _layer_cam(hooked, inputs, class_index)
+    else:
+        kind = GradCAM if method == "gradcam" else GradCAMpp
+        cam = kind(nn_module=hooked, target_layers=layers, postprocessing=_identity)
+        maps = [cam.compute_map(inputs, class_idx=class_index, layer_idx=i) for i in range(len(layers))]
+    spatial = tuple(inputs.shape[2:])
+    mode = "bilinear" if len(spatial) == 2 else "trilinear"
+    return [torch.nn.functional.interpolate(m.float(), size=spatial, mode=mode, align_corners=False) for m in maps]
+
+
+def _unit(values: torch.Tensor) -> torch.Tensor:
+    low, high = values.min(), values.max()
+    return (values - low) / (high - low) if high > low else torch.zeros_like(values)
+
+
+def class_activation_map(
+    network: torch.nn.Module,
+    inputs: torch.Tensor,
+    layers: str | Sequence[str],
+    class_index: int = 1,
+    method: str = "layercam",
+    fusion: str = "mean",
+    flip: bool = False,
+) -> torch.Tensor:
+    """Non-negative map of ``inputs`` (1, C, *spatial) at input size, from one or several layers.
+
+    Each layer's map is upsampled to the input and scaled to [0, 1]; several layers are fused by
+    their ``mean`` or ``product`` (the product keeps only what every layer agrees on). ``flip``
+    averages with the map of the left-right mirrored input, mirrored back.
+    """
+    layers = (layers,) if isinstance(layers, str) else tuple(layers)
+    if method not in METHODS:
+        raise ValueError(f"unknown saliency method {method!r}; choose from {', '.join(METHODS)}")
+    if fusion not in FUSIONS:
+        raise ValueError(f"unknown fusion {fusion!r}; choose from {', '.join(FUSIONS)}")
+    views = [(inputs.float(), None)] + ([(torch.flip(inputs.float(), (-1,)), -1)] if flip else [])
+    total = None
+    with torch.enable_grad():
+        for view, axis in views:
+            maps = _layer_maps(network, view, layers, class_index, method)
+            if len(maps) == 1:
+                fused = maps[0]
+            else:
+                scaled = [_unit(m) for m in maps]
+                fused = torch.stack(scaled).mean(0) if fusion == "mean" else torch.stack(scaled).prod(0)
+            fused = fused if axis is None else torch.flip(fused, (axis,))
+            total = fused if total is None else total + fused
+    return (total / len(views))[0].detach()  # (1, *spatial)
+
+
 def grad_cam(
     network: torch.nn.Module, inputs: torch.Tensor, layer: str, class_index: int = 1, method: str = "gradcam"
 ) -> torch.Tensor:
-    """Raw (non-negative, unscaled) class activation map of ``inputs`` (1, C, *spatial) at input size.
+    """Raw (non-negative, unscaled) single-layer map of ``inputs`` (1, C, *spatial) at input size.
 
-    ``method`` ``gradcam`` or ``gradcampp`` (MONAI ``GradCAM`` / ``GradCAMpp``). The network is left
-    in eval mode (MONAI restores the mode it found).
+    ``method`` ``gradcam``/``gradcampp`` (MONAI ``GradCAM``/``GradCAMpp``) or ``layercam``. The
+    network is left in eval mode (MONAI restores the mode it found).
     """
-    from monai.visualize import GradCAM, GradCAMpp
-
-    if method not in METHODS:
-        raise ValueError(f"unknown saliency method {method!r}; choose from {', '.join(METHODS)}")
-    kind = GradCAM if method == "gradcam" else GradCAMpp
-    cam = kind(nn_module=network, target_layers=layer, postprocessing=_identity)
-    with torch.enable_grad():
-        values = cam(x=inputs.float(), class_idx=class_index)
-    return values[0].detach()  # (1, *spatial)
+    return class_activation_map(network, inputs, (layer,), class_index, method)
 
 
 def scale_to_unit(values: np.ndarray) -> np.ndarray:
@@ -127,8 +217,11 @@ def energy_in_boxes(cam: np.ndarray, boxes: Sequence[tuple[float, float, float, 
 
 
 __all__ = [
+    "FUSIONS",
     "METHODS",
     "EvidenceRegion",
+    "class_activation_map",
+    "default_layers",
     "energy_in_boxes",
     "grad_cam",
     "hot_region",

@@ -168,8 +168,11 @@ def _image_size(name: str) -> int:
 
 # The head is ``_fc`` (a Linear after global pooling and dropout); Grad-CAM reads ``_conv_head``,
 # the last convolution (1280 channels), the finest map that still sees the whole receptive field.
+# The default heatmap multiplies LayerCAM of ``_blocks.4`` (the last stride-16 stage: a 20 x 20 grid
+# at 320 px) with that of ``_conv_head`` (10 x 10): resolution from one, class specificity from the other.
 _COMMON = {"build": _build, "head": "_fc", "gradcam_layer": "_conv_head", "load_pretrained": _load_pretrained,
-           "prepare_export": _prepare_export, "image_size": _image_size}
+           "prepare_export": _prepare_export, "image_size": _image_size,
+           "heatmap_layers": ("_blocks.4", "_conv_head")}
 EFFICIENTNET_LITE = register_family(NetworkFamily(
     name="efficientnet-lite", names=tuple(LITE_PARAMS), owns=lambda net: isinstance(net, EfficientNetLite), **_COMMON))
 EFFICIENTNET = register_family(NetworkFamily(

@@ -41,7 +41,9 @@ class NetworkFamily:
     ``load_pretrained(net, name, pretrained, progress)`` fills it with weights (``None``: the family
     has no pretrained source); ``prepare_export(net)`` makes it traceable/exportable (in eval mode);
     ``owns(net)`` recognises a network of this family; ``image_size(name)`` is the resolution its
-    pretrained weights were trained at.
+    pretrained weights were trained at; ``heatmap_layers`` are the layers the default heatmap
+    (LayerCAM, fused by product) reads: a finer stage for resolution and the Grad-CAM layer for class
+    specificity (empty: the Grad-CAM layer alone).
     """
 
     name: str
@@ -53,6 +55,7 @@ class NetworkFamily:
     load_pretrained: Callable[[nn.Module, str, Any, bool], Any] | None = None
     prepare_export: Callable[[nn.Module], nn.Module] = _eval
     image_size: Callable[[str], int] | None = None
+    heatmap_layers: tuple[str, ...] = ()
 
 
 _FAMILIES: dict[str, NetworkFamily] = {}
@@ -225,6 +228,14 @@ def gradcam_layer(net: nn.Module) -> str:
     return family.gradcam_layer if family is not None else last_convolution(_unwrap(net))
 
 
+def heatmap_layers(net: nn.Module) -> tuple[str, ...]:
+    """The layers of the default heatmap: the family's ``heatmap_layers``, else its Grad-CAM layer."""
+    family = family_of(net)
+    if family is not None and family.heatmap_layers:
+        return family.heatmap_layers
+    return (gradcam_layer(net),)
+
+
 def default_image_size(name: str) -> int:
     """The resolution the pretrained weights of network ``name`` were trained at."""
     family = family_named(name)
@@ -241,6 +252,7 @@ __all__ = [
     "family_named",
     "family_of",
     "gradcam_layer",
+    "heatmap_layers",
     "head_module",
     "head_name",
     "head_prefixes",
