@@ -33,7 +33,8 @@ def _drive(spec: dict) -> dict:
     from monai_fracture.commands.score import import_monai_without_deploy
 
     import_monai_without_deploy()
-    from monai_fracture.scoring import Classifier, score_paths
+    from monai_fracture.model import Classifier
+    from monai_fracture.scoring import score_paths
     from monai_fracture.scoring.dicomweb_run import score_dicomweb
     from monai_fracture.sources.dicomweb import DicomwebSource
 

@@ -20,7 +20,7 @@ import torch
 
 from benchmarks.localisation import apply_recipe, validation_frame, yolo_boxes
 from monai_fracture.io import read_image
-from monai_fracture.scoring import Classifier
+from monai_fracture.model import Classifier
 from monai_fracture.model.gradcam import point_in_box
 
 
