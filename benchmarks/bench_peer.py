@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 from monai.data import DataLoader, Dataset, PydicomReader
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, RepeatChanneld, Resized, ScaleIntensityd
-from monai_fracture.model_package import load_model
+from monai_fracture.model.package import load_model
 
 data, model_path, out, workers, batch_size = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 loaded = load_model(model_path)
