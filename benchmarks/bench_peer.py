@@ -76,7 +76,7 @@ with open(out, "w", newline="") as handle, torch.no_grad():
 
 def prepare_data(root: Path, n: int) -> Path:
     """``n`` generated 2048x2048 DX files (uncompressed, studies of 1-4 images), made once."""
-    from monai_fracture.data import generate_demo_dataset
+    from monai_fracture.data.synthetic import generate_demo_dataset
 
     folder = root / f"dx-{n}"
     marker = root / f".generated-{n}-{SIZE}-{SEED}"

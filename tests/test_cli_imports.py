@@ -45,7 +45,7 @@ def _score(image: Path, out: Path, record: Path, *extra: str) -> dict:
 
 @pytest.fixture(scope="module")
 def radiograph(tmp_path_factory) -> Path:
-    from monai_fracture.data import generate_demo_dataset
+    from monai_fracture.data.synthetic import generate_demo_dataset
 
     folder = tmp_path_factory.mktemp("one")
     generate_demo_dataset(folder, n=1, modality="xr", seed=0, size="256x256", compress=False)
