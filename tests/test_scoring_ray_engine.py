@@ -9,6 +9,7 @@ driver dies the kernel ends every Ray process of that namespace with it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,8 +60,10 @@ def setup(tmp_path_factory):
     return folder, model, reference
 
 
-def _start(folder: Path, model: Path, out: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
-    """A ``score --engine ray`` driver in fresh namespaces; Ray's files under a short temp dir (socket paths)."""
+@contextlib.contextmanager
+def _ray_run(folder: Path, model: Path, out: Path, *extra: str) -> Iterator[subprocess.Popen]:
+    """A ``score --engine ray`` driver in fresh namespaces (Ray's files under a short temp dir: socket paths);
+    killed and cleaned up on the way out."""
     ray_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", RAY_TMPDIR=str(ray_dir))
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
@@ -68,7 +72,13 @@ def _start(folder: Path, model: Path, out: Path, *extra: str) -> tuple[subproces
     script = "ip link set lo up && exec " + " ".join(f"'{a}'" for a in score)
     process = subprocess.Popen(_namespace_prefix() + ["sh", "-c", script], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
-    return process, ray_dir
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=60)
+        shutil.rmtree(ray_dir, ignore_errors=True)
 
 
 def _scored_lines(journal: Path) -> int:
@@ -112,8 +122,7 @@ def _dicom_names(out: Path) -> list[str]:
 def test_ray_engine_equals_local_even_when_an_actor_is_killed(setup, tmp_path):
     folder, model, reference = setup
     out = tmp_path / "out"
-    process, ray_dir = _start(folder, model, out, "--batch-size", "2")
-    try:
+    with _ray_run(folder, model, out, "--batch-size", "2") as process:
         _wait_for_rows(process, out / "journal.jsonl", 2)
         actors = _pids_in_namespace_of(process.pid, "ray::MapWorker(MapBatches(ClassifierActor")
         assert actors, "no classifier actor found to kill"
@@ -121,10 +130,6 @@ def test_ray_engine_equals_local_even_when_an_actor_is_killed(setup, tmp_path):
         for pid in actors:
             os.kill(pid, signal.SIGKILL)
         log, _ = process.communicate(timeout=600)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        shutil.rmtree(ray_dir, ignore_errors=True)
     assert process.returncode == 0, log[-3000:]
     assert killed_after < len(image_files(folder)), "the actor must die mid-run"
     # every input once, probabilities within 1e-6 of the local engine (the rounding of results.csv), same decisions
@@ -141,8 +146,7 @@ def test_ray_engine_equals_local_even_when_an_actor_is_killed(setup, tmp_path):
 def test_ray_driver_sigkill_resumes_without_rescoring(setup, tmp_path):
     folder, model, reference = setup
     out = tmp_path / "out"
-    process, ray_dir = _start(folder, model, out, "--batch-size", "1")
-    try:
+    with _ray_run(folder, model, out, "--batch-size", "1") as process:
         _wait_for_rows(process, out / "journal.jsonl", 1)
         # freeze the classifier actor so the kill lands mid-run even when the driver drains a burst of results
         for pid in _pids_in_namespace_of(process.pid, "ray::MapWorker(MapBatches(ClassifierActor"):
@@ -150,19 +154,12 @@ def test_ray_driver_sigkill_resumes_without_rescoring(setup, tmp_path):
         time.sleep(1.0)
         process.send_signal(signal.SIGKILL)  # the namespace's first process: the kernel ends all of Ray with it
         process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        shutil.rmtree(ray_dir, ignore_errors=True)
     done_before = _scored_lines(out / "journal.jsonl")
     total = len(image_files(folder))
     assert 1 <= done_before < total, "the kill must land mid-run"
 
-    process, ray_dir = _start(folder, model, out, "--batch-size", "4")
-    try:
+    with _ray_run(folder, model, out, "--batch-size", "4") as process:
         log, _ = process.communicate(timeout=600)
-    finally:
-        shutil.rmtree(ray_dir, ignore_errors=True)
     assert process.returncode == 0, log[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["resumed_rows"] >= done_before

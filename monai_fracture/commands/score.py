@@ -9,13 +9,13 @@ planted symlink); 3 disk full (the journal is kept whole: free space and rerun t
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
+from monai_fracture.commands.run_errors import run_guarded
+from monai_fracture.commands.run_errors import usage as _usage
 from monai_fracture.model.backend_table import backend_help
 
 HELP = "score folders of DICOM/NIfTI/PNG/JPEG: results.csv, TID 1500 SR, key images, heatmaps"
@@ -69,15 +69,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     score_dicomweb.add_arguments(parser)
 
 
-def _usage(message: str) -> int:
-    print(f"monai-fracture score: error: {message}", file=sys.stderr)
-    return 2
-
-
-def _raise_interrupt(signum, frame):  # SIGTERM ends the run like Ctrl-C: consistent outputs, exit 130
-    raise KeyboardInterrupt
-
-
 def import_monai_without_deploy() -> None:
     """Import MONAI for scoring without the MONAI Deploy App SDK (about 0.5 s and 150 MB less).
 
@@ -106,17 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from monai_fracture.startup import import_monai_for_scoring
 
     import_monai_for_scoring()  # this process only scores: skip MONAI's training/plotting imports
-    from monai_fracture.scoring import (
-        ModelNotFoundError,
-        merge_shards,
-        parse_shard,
-        score_paths,
-    )
-    from monai_fracture.model.package import ModelPackageError
-    from monai_fracture.files import UnsafeOutputError
-    from monai_fracture.scoring.runner import EXIT_DISK_FULL
-    from monai_fracture.model.backend_table import BackendUnavailable
-    from monai_fracture.scoring.journal import JournalMismatchError
+    from monai_fracture.scoring import merge_shards, parse_shard, score_paths
 
     if args.merge is not None:
         try:
@@ -158,46 +139,32 @@ def run(args: argparse.Namespace) -> int:
         from monai_fracture.reports import parse_outputs
 
         outputs = parse_outputs(args.outputs, heatmaps=args.heatmaps)
-        from monai_fracture.scoring.ray_engine import RayUnavailable, engine_from_arguments
+        from monai_fracture.scoring.ray_engine import engine_from_arguments
 
         engine = engine_from_arguments(args)
     except ValueError as err:
         return _usage(str(err))
     if args.progress is None:  # off a terminal, progress comes as log lines: show them without -v
         logging.getLogger("monai_fracture.progress").setLevel(logging.INFO)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        summary = score_paths(
-            args.inputs,
-            args.out,
-            model=args.model,
-            ct_model=args.ct_model,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            device=args.device,
-            threshold=args.threshold,
-            heatmaps=args.heatmaps,
-            write_dicom=not args.no_dicom,
-            shard=shard,
-            progress=args.progress,
-            backend=args.backend,
-            outputs=outputs,
-            engine=engine,
-        )
-    except RayUnavailable as err:
-        return _usage(str(err))
-    except (ModelNotFoundError, ModelPackageError, JournalMismatchError, BackendUnavailable, UnsafeOutputError) as err:
-        return _usage(str(err))
-    except OSError as err:
-        if err.errno != errno.ENOSPC:
-            raise
-        print(f"monai-fracture score: error: disk full ({err.filename or args.out}): free space and run the same "
-              "command again to resume", file=sys.stderr)
-        return EXIT_DISK_FULL
-    except KeyboardInterrupt:  # before the run had its outputs open
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    summary = run_guarded(args.out, lambda: score_paths(
+        args.inputs,
+        args.out,
+        model=args.model,
+        ct_model=args.ct_model,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+        threshold=args.threshold,
+        heatmaps=args.heatmaps,
+        write_dicom=not args.no_dicom,
+        shard=shard,
+        progress=args.progress,
+        backend=args.backend,
+        outputs=outputs,
+        engine=engine,
+    ))
+    if isinstance(summary, int):
+        return summary
     counts = ", ".join(f"{k} {v}" for k, v in summary.counts.items())
     print(f"{summary.results_csv} ({counts}){' [interrupted]' if summary.interrupted else ''}")
     if args.report and (summary.interrupted or summary.results_csv.name != "results.csv"):

@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import argparse
-import errno
-import signal
 import sys
 
 
+from monai_fracture.commands.run_errors import run_guarded, usage
 from monai_fracture.sources.dicomweb import HEADERS_ENVIRONMENT, TOKEN_ENVIRONMENT, is_dicomweb_url
 
 STOW_PREFIX = "stowrs+"
@@ -39,34 +38,23 @@ def wants_dicomweb(args: argparse.Namespace) -> bool:
         args.query or args.study or args.study_list)
 
 
-def _error(message: str) -> int:
-    print(f"monai-fracture score: error: {message}", file=sys.stderr)
-    return 2
-
-
 def run(args: argparse.Namespace) -> int:
     """Called by ``score`` once the common options are checked; same exit codes."""
     from urllib.parse import urlsplit
 
-    from monai_fracture.files import UnsafeOutputError
-    from monai_fracture.model.backend_table import BackendUnavailable
-    from monai_fracture.model.package import ModelPackageError
     from monai_fracture.reports import parse_outputs
-    from monai_fracture.scoring import ModelNotFoundError
     from monai_fracture.scoring.dicomweb_run import score_dicomweb, study_list
-    from monai_fracture.scoring.journal import JournalMismatchError
-    from monai_fracture.scoring.ray_engine import RayUnavailable, engine_from_arguments
-    from monai_fracture.scoring.runner import EXIT_DISK_FULL
+    from monai_fracture.scoring.ray_engine import engine_from_arguments
     from monai_fracture.sources.dicomweb import DicomwebError, DicomwebSource, base_url, parse_query, read_headers
 
     if len(args.inputs) != 1 or not is_dicomweb_url(args.inputs[0]):
-        return _error("--query, --study, --study-list and --send need exactly one INPUT dicomweb+http(s)://HOST/PATH")
+        return usage("--query, --study, --study-list and --send need exactly one INPUT dicomweb+http(s)://HOST/PATH")
     if args.shard or args.report or args.ct_model:
-        return _error("--shard, --report and --ct-model are not available with a DICOMweb source yet")
+        return usage("--shard, --report and --ct-model are not available with a DICOMweb source yet")
     if args.query and (args.study or args.study_list):
-        return _error("give --query or --study/--study-list, not both")
+        return usage("give --query or --study/--study-list, not both")
     if args.chunk_images < 1:
-        return _error("--chunk-images must be >= 1")
+        return usage("--chunk-images must be >= 1")
     try:
         headers = read_headers(args.dicomweb_token_file, args.dicomweb_header_file)
         filters = parse_query(args.query)
@@ -82,38 +70,21 @@ def run(args: argparse.Namespace) -> int:
         explicit = list(study_list(args.study, args.study_list))  # unreadable lists are reported before the run
         engine = engine_from_arguments(args)
     except ValueError as err:
-        return _error(str(err))
+        return usage(str(err))
     studies = iter(explicit) if explicit else source.studies(filters)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        results, counts, code = score_dicomweb(
-            source, args.out, studies=studies, model=args.model, device=args.device, threshold=args.threshold,
-            backend=args.backend, send_to=send_to, keep_downloads=args.keep_downloads,
-            chunk_images=args.chunk_images, description=args.query or f"{len(explicit)} studies",
-            batch_size=args.batch_size, workers=args.workers, heatmaps=args.heatmaps,
-            write_dicom=not args.no_dicom, progress=args.progress, outputs=outputs, engine=engine,
-        )
-    except (DicomwebError, RayUnavailable) as err:
-        return _error(str(err))
-    except (ModelNotFoundError, ModelPackageError, JournalMismatchError, BackendUnavailable, UnsafeOutputError) as err:
-        return _error(str(err))
-    except OSError as err:
-        if err.errno != errno.ENOSPC:
-            raise
-        print(f"monai-fracture score: error: disk full ({err.filename or args.out}): free space and run the same "
-              "command again to resume", file=sys.stderr)
-        return EXIT_DISK_FULL
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    outcome = run_guarded(args.out, lambda: score_dicomweb(
+        source, args.out, studies=studies, model=args.model, device=args.device, threshold=args.threshold,
+        backend=args.backend, send_to=send_to, keep_downloads=args.keep_downloads,
+        chunk_images=args.chunk_images, description=args.query or f"{len(explicit)} studies",
+        batch_size=args.batch_size, workers=args.workers, heatmaps=args.heatmaps,
+        write_dicom=not args.no_dicom, progress=args.progress, outputs=outputs, engine=engine,
+    ), extra_usage_errors=(DicomwebError,))
+    if isinstance(outcome, int):
+        return outcome
+    results, counts, code = outcome
     summary = ", ".join(f"{k} {v}" for k, v in counts.items())
     print(f"{results} ({summary}){' [interrupted]' if code == 130 else ''}")
     return code
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 

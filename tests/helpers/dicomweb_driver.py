@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orthanc import ORTHANC_AET, ORTHANC_DICOM_PORT, Orthanc, _study_files, _study_uid, _wait_for, store_files
+from orthanc import ORTHANC_AET, ORTHANC_DICOM_PORT, Orthanc, _study_files, _study_uid, _wait_for, run_as_driver, store_files
 
 WADO_INSTANCE = re.compile(r"GET /dicom-web/studies/[0-9.]+/series/[0-9.]+/instances/([0-9.]+)\b")
 
@@ -99,6 +99,4 @@ def _drive(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    _spec = json.loads(Path(sys.argv[1]).read_text())
-    _log = _drive(_spec)
-    Path(_spec["out_dir"], "driver.json").write_text(json.dumps(_log, indent=1))
+    run_as_driver(_drive)

@@ -477,7 +477,12 @@ def _drive(spec: dict[str, Any]) -> dict[str, Any]:
     return log
 
 
+def run_as_driver(drive) -> None:
+    """``python DRIVER.py SPEC.json`` inside the namespace: ``drive(spec)``'s log goes to ``OUT/driver.json``."""
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    log = drive(spec)
+    Path(spec["out_dir"], "driver.json").write_text(json.dumps(log, indent=1))
+
+
 if __name__ == "__main__":
-    _spec = json.loads(Path(sys.argv[1]).read_text())
-    _log = _drive(_spec)
-    Path(_spec["out_dir"], "driver.json").write_text(json.dumps(_log, indent=1))
+    run_as_driver(_drive)
