@@ -84,6 +84,16 @@ def test_query_scores_like_a_folder_and_sends_results_back(dicomweb_run: dict) -
 
 @pytest.mark.network
 @pytest.mark.slow
+def test_the_ray_engine_scores_a_dicomweb_source_like_a_folder(dicomweb_run: dict) -> None:
+    ray = dicomweb_run["log"]["ray"]
+    assert ray["rc"] == 0, ray["stderr"]
+    _assert_same_as_folder(dicomweb_run["out"] / "ray" / "results.csv", dicomweb_run["reference"])
+    manifest = json.loads((dicomweb_run["out"] / "ray" / "manifest.json").read_text())
+    assert manifest["settings"]["engine"] == "ray"
+
+
+@pytest.mark.network
+@pytest.mark.slow
 def test_resume_after_sigkill_does_not_fetch_finished_instances(dicomweb_run: dict) -> None:
     log = dicomweb_run["log"]
     killed, resumed = log["killed"], log["resumed"]

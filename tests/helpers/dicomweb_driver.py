@@ -10,10 +10,13 @@ what QIDO finds afterwards) for the test to check.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -64,6 +67,14 @@ def _drive(spec: dict[str, Any]) -> dict[str, Any]:
             study = item["0020000D"]["Value"][0]
             found.setdefault(study, []).append(item.get("00080060", {}).get("Value", [""])[0])
         log["modalities_after_send"] = found
+
+        # the Ray engine: the same query, two-image chunks scored on one local cluster (inside this namespace)
+        env = dict(os.environ, RAY_TMPDIR=tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+        run = subprocess.run(_score(spec, url, out / "ray", ["--query", "ModalitiesInStudy=DX", "--engine", "ray",
+                                                             "--chunk-images", "2", "--no-dicom"]),
+                             capture_output=True, text=True, timeout=600, env=env)
+        log["ray"] = {"rc": run.returncode, "stderr": run.stderr[-3000:]}
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
 
         # resume: explicit study list; SIGKILL once the first study is finished, then the same command again
         resume_out = out / "resume"
