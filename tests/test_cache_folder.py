@@ -40,7 +40,7 @@ def test_legacy_folder_is_moved_once_and_never_over_a_new_one(home: Path) -> Non
 def test_hash_cache_and_backend_cache_share_the_folder(home: Path, tmp_path: Path) -> None:
     """They used to disagree (~/.cache/monai_fracture vs ~/.cache/monai-fracture)."""
     from monai_fracture.data import check_datalist
-    from monai_fracture.scoring import backends
+    from monai_fracture.model import backend_cache as backends
 
     images = []
     for i in range(2):
