@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.network]
 
 
 def _namespace_prefix() -> list[str]:
-    prefix = ["unshare", "--net", "--pid", "--fork", "--mount-proc"]
+    prefix = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc"]
     return prefix if os.geteuid() == 0 else prefix[:1] + ["--map-root-user"] + prefix[1:]
 
 
@@ -152,7 +152,7 @@ def test_ray_driver_sigkill_resumes_without_rescoring(setup, tmp_path):
         for pid in _pids_in_namespace_of(process.pid, "ray::MapWorker(MapBatches(ClassifierActor"):
             os.kill(pid, signal.SIGSTOP)
         time.sleep(1.0)
-        process.send_signal(signal.SIGKILL)  # the namespace's first process: the kernel ends all of Ray with it
+        process.send_signal(signal.SIGKILL)  # unshare --kill-child passes it to the namespace's first process; the kernel ends all of Ray with it
         process.communicate(timeout=60)
     done_before = _scored_lines(out / "journal.jsonl")
     total = len(image_files(folder))
