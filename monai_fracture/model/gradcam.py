@@ -174,7 +174,9 @@ def hot_region(cam: np.ndarray, level: float = 0.5, max_points: int = 32) -> Evi
     """
     from scipy import ndimage
 
-    cam = np.nan_to_num(np.asarray(cam, dtype=np.float32))
+    # four decimals: float noise (other thread counts, another engine's process) must not move the peak
+    # or the outline between runs that computed the same map; ties go to the first pixel in raster order
+    cam = np.round(np.nan_to_num(np.asarray(cam, dtype=np.float32)), 4)
     if cam.ndim != 2 or cam.size == 0:
         raise ValueError(f"expected a 2D heatmap, got shape {cam.shape}")
     peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
