@@ -94,7 +94,7 @@ class _SourceJournal:
         self._handle.close()
 
 
-def _classifier(model: Any, device: str, threshold: float | None, backend: str) -> Classifier:
+def _classifier(model: Any, device: str | None, threshold: float | None, backend: str | None) -> Classifier:
     if model is None:
         model = default_model_path()
         if model is None:
@@ -168,9 +168,9 @@ def score_dicomweb(
     *,
     studies: Iterable[str],
     model: Any = None,
-    device: str = "cpu",
+    device: str | None = None,
     threshold: float | None = None,
-    backend: str = "auto",
+    backend: str | None = None,
     send_to: DicomwebSource | None = None,
     keep_downloads: bool = False,
     chunk_images: int = 256,
