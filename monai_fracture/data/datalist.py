@@ -1,6 +1,9 @@
 """MONAI datalists (``{"training": [...], "validation": [...], "test": [...]}``) from common layouts.
 
-Items are ``{"image": path, "label": 0|1, "group": str}``. In a written JSON file the image paths
+Items are ``{"image": path, "label": 0|1, "group": str}``, optionally with ``"boxes"`` (a YOLO label
+file with the fracture boxes of a fractured image, for box-guided training) and ``"boxes_shape"``
+(``[rows, cols]`` of the image the boxes were drawn on; when the image as read has another shape,
+e.g. after an EXIF rotation, its boxes are not used). In a written JSON file the image and box paths
 are relative to the file's folder, which is what ``monai.data.load_decathlon_datalist`` assumes
 when ``base_dir`` is not given; in memory (what the builders and :func:`resolve_datalist` return)
 they are absolute. Every split is checked by :mod:`monai_fracture.data.leakage` before it is
@@ -18,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from monai_fracture.cache import cache_dir as default_cache_dir
+from monai_fracture.data.boxes import BOXES_KEY, attach_yolo_boxes
 from monai_fracture.data.leakage import HashCache, check_no_leakage
 from monai_fracture.data.split import SPLIT_KEYS, log_summary, split_items
 from monai_fracture.io.sniff import has_image_suffix
@@ -150,7 +154,10 @@ def fracatlas_items(root: str | os.PathLike) -> list[dict]:
             if bad.any():
                 logger.warning("%s: dropping %d files that do not decode (decodes=false)", labels, int(bad.sum()))
             table = table[~bad]
-        return items_from_table(table, root, group_from_dicom=False)
+        items = items_from_table(table, root, group_from_dicom=False)
+        shapes = (table[["height", "width"]].to_numpy().tolist()
+                  if {"height", "width"} <= set(table.columns) else None)
+        return attach_yolo_boxes(items, root, shapes)
     upstream = root / "dataset.csv"
     if upstream.is_file():
         table = pd.read_csv(upstream)
@@ -171,7 +178,7 @@ def fracatlas_items(root: str | os.PathLike) -> list[dict]:
             "Prefer a labels.csv with a 'group' column.",
             upstream,
         )
-        return items
+        return attach_yolo_boxes(items, root)
     raise FileNotFoundError(f"{root}: neither labels.csv nor dataset.csv (FracAtlas layout) found")
 
 
@@ -335,7 +342,7 @@ def write_datalist(
     for key in SPLIT_KEYS:
         # MONAI's loader fails on an empty "test" list: write only the parts that hold items
         if datalist.get(key) or key == "training":
-            out[key] = [dict(it, image=rel(it["image"])) for it in datalist.get(key, [])]
+            out[key] = [_relative_item(it, rel) for it in datalist.get(key, [])]
     out["numTraining"] = len(out["training"])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
@@ -343,8 +350,15 @@ def write_datalist(
     return path
 
 
+def _relative_item(item: dict, rel) -> dict:
+    out = dict(item, image=rel(item["image"]))
+    if item.get(BOXES_KEY):
+        out[BOXES_KEY] = rel(item[BOXES_KEY])
+    return out
+
+
 def load_datalist(path: str | os.PathLike) -> dict[str, list[dict]]:
-    """Read a datalist JSON through MONAI; image paths come back absolute."""
+    """Read a datalist JSON through MONAI; image (and ``boxes``) paths come back absolute."""
     from monai.data import load_decathlon_datalist
 
     path = Path(path)
@@ -352,6 +366,9 @@ def load_datalist(path: str | os.PathLike) -> dict[str, list[dict]]:
     out = {}
     for key in SPLIT_KEYS:
         out[key] = load_decathlon_datalist(path, is_segmentation=False, data_list_key=key) if raw.get(key) else []
+        for item in out[key]:
+            if item.get(BOXES_KEY):  # MONAI makes only image paths absolute; boxes follow the same rule
+                item[BOXES_KEY] = str((path.parent / item[BOXES_KEY]).resolve())
     return out
 
 

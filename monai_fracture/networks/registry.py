@@ -54,6 +54,9 @@ class NetworkFamily:
     owns: Callable[[nn.Module], bool]
     load_pretrained: Callable[[nn.Module, str, Any, bool], Any] | None = None
     prepare_export: Callable[[nn.Module], nn.Module] = _eval
+    # the global pooling before the head: its input is the last feature map, the one a class
+    # activation map (and box-guided training) reads; None: the last adaptive average pooling
+    pooling: str | None = None
     image_size: Callable[[str], int] | None = None
     heatmap_layers: tuple[str, ...] = ()
 
@@ -211,6 +214,25 @@ def prepare_for_export(net: nn.Module) -> nn.Module:
     return family.prepare_export(net) if family is not None else net.eval()
 
 
+def pooling_layer(net: nn.Module) -> str:
+    """The global pooling whose input is the last feature map: the family's ``pooling``, else the last one found.
+
+    Without a declaration the last ``AdaptiveAvgPool2d/3d`` of the network is taken (the usual
+    "features, pool, linear head" classifier).
+    """
+    family = family_of(net)
+    if family is not None and family.pooling:
+        return family.pooling
+    last = None
+    for name, module in _unwrap(net).named_modules():
+        if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
+            last = name
+    if last is None:
+        raise ValueError(f"{type(_unwrap(net)).__name__} has no global average pooling before its head "
+                         "(declare NetworkFamily.pooling)")
+    return last
+
+
 def last_convolution(net: nn.Module) -> str:
     """Name of the network's last convolution: the Grad-CAM layer of a network no family claims."""
     last = None
@@ -259,6 +281,7 @@ __all__ = [
     "init_head",
     "last_convolution",
     "network_names",
+    "pooling_layer",
     "prepare_for_export",
     "register_family",
     "replace_head",

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from monai.transforms import SpatialPad
 from torch import nn
 
+from monai_fracture.networks.registry import pooling_layer
 from monai_fracture.transforms.spatial import square_fit_shape
 
 
@@ -76,16 +77,21 @@ def box_mask(boxes: np.ndarray, image_shape: Sequence[int], size: int, pad_metho
 
 
 class FeatureMapTap:
-    """Keeps the input of a module (by default the global pooling of MONAI's EfficientNet) each forward.
+    """Keeps the input of a module (by default the network's global pooling, as the registry names it) each forward.
 
     Use as a context manager so the hook is removed afterwards; ``features`` holds the last
-    (B, C, h, w) map, with its autograd graph, for :func:`class_activation_map`.
+    (B, C, h, w) map, with its autograd graph, for :func:`class_activation_map`. ``module_name``
+    None asks :func:`monai_fracture.networks.registry.pooling_layer`; a DistributedDataParallel
+    wrapper is looked through.
     """
 
-    def __init__(self, network: nn.Module, module_name: str = "_avg_pooling") -> None:
-        module = dict(network.named_modules()).get(module_name)
+    def __init__(self, network: nn.Module, module_name: str | None = None) -> None:
+        inner = getattr(network, "module", network)
+        if module_name is None:
+            module_name = pooling_layer(inner)
+        module = dict(inner.named_modules()).get(module_name)
         if module is None:
-            raise ValueError(f"{type(network).__name__} has no module {module_name!r} to read the feature map from")
+            raise ValueError(f"{type(inner).__name__} has no module {module_name!r} to read the feature map from")
         self.module = module
         self.features: torch.Tensor | None = None
         self._handle = None

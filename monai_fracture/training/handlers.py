@@ -116,7 +116,11 @@ class BestModelSaver:
 
 
 class TrainingHistory:
-    """Per-epoch training loss (every rank logs its own line) and validation metrics (``history.json``)."""
+    """Per-epoch training loss (every rank logs its own line) and validation metrics (``history.json``).
+
+    ``extra_keys``: further scalars of the trainer output (e.g. the parts of a box-guided loss)
+    whose epoch means are recorded as ``train_<key>`` when the output has them.
+    """
 
     def __init__(
         self,
@@ -124,13 +128,16 @@ class TrainingHistory:
         validator: Engine | None = None,
         output_transform: Callable[[Any], Any] = from_engine(["loss"], first=True),
         filename: str = "history.json",
+        extra_keys: Sequence[str] = ("class_loss", "box_loss"),
     ) -> None:
         self.log_dir = Path(log_dir)
         self.validator = validator
         self.output_transform = output_transform
         self.filename = filename
+        self.extra_keys = tuple(extra_keys)
         self.history: list[dict[str, Any]] = []
         self._losses: list[float] = []
+        self._extra: dict[str, list[float]] = {}
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
@@ -138,11 +145,17 @@ class TrainingHistory:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
 
     def _epoch_started(self, engine: Engine) -> None:
-        self._losses = []
+        self._losses, self._extra = [], {}
 
     def _iteration_completed(self, engine: Engine) -> None:
         loss = self.output_transform(engine.state.output)
         self._losses.append(float(loss.item() if isinstance(loss, torch.Tensor) else loss))
+        output = engine.state.output
+        first = output[0] if isinstance(output, list) and output else output
+        for key in self.extra_keys:
+            if isinstance(first, Mapping) and first.get(key) is not None:
+                value = first[key]
+                self._extra.setdefault(key, []).append(float(value.item() if isinstance(value, torch.Tensor) else value))
 
     def _epoch_completed(self, engine: Engine) -> None:
         rank, world = idist.get_rank(), idist.get_world_size()
@@ -151,6 +164,7 @@ class TrainingHistory:
             "epoch": int(engine.state.epoch),
             "train_loss": mean_loss,
             "iterations": len(self._losses),
+            **{f"train_{key}": float(np.mean(values)) for key, values in self._extra.items()},
             "lr": [float(g["lr"]) for g in getattr(engine, "optimizer").param_groups] if hasattr(engine, "optimizer") else None,
         }
         if self.validator is not None and getattr(self.validator.state, "metrics", None):

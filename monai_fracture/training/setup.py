@@ -154,13 +154,18 @@ def bundle_preprocessing(*parts: Any, image_key: str = "image", path_key: str = 
 
     Reader metadata varies between files (windows, spacings, optional tags) and cannot always be
     collated into a batch; the network only needs the pixels, and the outputs only the path.
+    Datalist box keys a chain did not turn into a mask are dropped: items with and without boxes
+    must collate into one batch.
     """
-    from monai.transforms import CopyItemsd, EnsureTyped
+    from monai.transforms import CopyItemsd, DeleteItemsd, EnsureTyped
+
+    from monai_fracture.data.boxes import BOX_KEYS
 
     return flat_compose(
         CopyItemsd(keys=image_key, names=path_key),
         *parts,
         EnsureTyped(keys=image_key, dtype=torch.float32, track_meta=False),
+        DeleteItemsd(keys=list(BOX_KEYS)),
     )
 
 

@@ -117,24 +117,30 @@ def build_augmentation(
     gamma: Sequence[float] = (0.8, 1.25),
     noise_std: float = 0.01,
     seed: int | None = 0,
+    mask_keys: Sequence[str] = (),
 ) -> Compose:
     """Training augmentations for [0, 1] images of fixed size (insert after resize, before normalising).
 
     Small in-plane rotation and scaling (zeros padded, the background), a left-right flip
     (fractures are not lateralised), brightness/contrast/gamma jitter, light Gaussian noise,
     then a clip back to [0, 1]. Each random step fires with ``prob``. Seeded with ``seed``.
+    ``mask_keys`` (e.g. a box mask) get the same rotation, scaling and flip as the images, with
+    nearest-neighbour sampling, and none of the intensity changes; empty, the chain is unchanged.
     """
     modality = _modality(modality)
     keys = list(keys)
+    mask_keys = list(mask_keys)
+    spatial_keys = keys + mask_keys
+    modes = "bilinear" if not mask_keys else ["bilinear"] * len(keys) + ["nearest"] * len(mask_keys)
     spatial_dims = 2 if modality == "xr" else 3
     radians = math.radians(rotate_degrees)
     rotate_range = radians if spatial_dims == 2 else (radians, 0.0, 0.0)  # 3D: in-plane (rows, cols)
     steps: list[Callable] = []
     if rotate_degrees > 0 or scale > 0:
-        steps.append(RandAffined(keys=keys, prob=prob, rotate_range=rotate_range, scale_range=scale,
-                                 mode="bilinear", padding_mode="zeros"))
+        steps.append(RandAffined(keys=spatial_keys, prob=prob, rotate_range=rotate_range, scale_range=scale,
+                                 mode=modes, padding_mode="zeros"))
     if flip:
-        steps.append(RandFlipd(keys=keys, prob=0.5, spatial_axis=spatial_dims - 1))
+        steps.append(RandFlipd(keys=spatial_keys, prob=0.5, spatial_axis=spatial_dims - 1))
     if contrast > 0:
         steps.append(RandScaleIntensityd(keys=keys, factors=contrast, prob=prob))
     if brightness > 0:
