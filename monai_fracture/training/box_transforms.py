@@ -29,10 +29,12 @@ BOX_MASK_KEY = "box_mask"
 
 
 class YoloBoxMask(Transform):
-    """Normalised YOLO boxes (K, 4) of an image read at ``read_shape`` -> a (1, size, size) float mask.
+    """Normalised YOLO boxes (K, 4) of an image read at ``read_shape`` -> a (1, size, size) uint8 mask.
 
     The geometry is that of :class:`~monai_fracture.transforms.spatial.ResizeWithPadToSquare`
     (longest side to ``size``, then centred zero padding), i.e. of the preprocessed image.
+    uint8 because a ``CacheDataset`` keeps it with the image (a quarter of float32's memory);
+    :func:`with_box_masks` makes it float32 after the augmentation.
     """
 
     def __init__(self, pad_method: str = "symmetric") -> None:
@@ -40,7 +42,7 @@ class YoloBoxMask(Transform):
 
     def __call__(self, boxes: np.ndarray, read_shape: Sequence[int], size: int) -> torch.Tensor:
         mask = box_mask(np.asarray(boxes, dtype=np.float32).reshape(-1, 4), read_shape, int(size), self.pad_method)
-        return torch.from_numpy(mask)[None].float()
+        return torch.from_numpy(mask)[None]
 
 
 class YoloBoxMaskd(MapTransform):

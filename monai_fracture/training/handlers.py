@@ -169,9 +169,10 @@ class TrainingHistory:
         }
         if self.validator is not None and getattr(self.validator.state, "metrics", None):
             record["validation"] = _scalar_metrics(self.validator.state.metrics)
+        extra = "".join(f", {key} {np.mean(values):.4f}" for key, values in self._extra.items())
         logger.info(
-            "rank %d/%d epoch %d/%s: mean train loss %.4f over %d iterations",
-            rank, world, record["epoch"], engine.state.max_epochs, mean_loss, len(self._losses),
+            "rank %d/%d epoch %d/%s: mean train loss %.4f over %d iterations%s",
+            rank, world, record["epoch"], engine.state.max_epochs, mean_loss, len(self._losses), extra,
         )
         self.history.append(record)
         if rank == 0:
