@@ -4,7 +4,8 @@ Same files, same machine, same trained network (the shipped model's ``model.pt``
 run after the other, interleaved per repeat:
 
 - ``plain MONAI``: what a MONAI user would write from the tutorials: ``LoadImage`` with MONAI's
-  ``PydicomReader``, ``EnsureChannelFirst``, ``ScaleIntensity`` to the model's [-1, 1] input
+  ``PydicomReader`` (``swap_ij=False``: the network was trained on images as stored, rows first,
+  and MONAI's default transposes them; a user scoring this network sets it), ``EnsureChannelFirst``, ``ScaleIntensity`` to the model's [-1, 1] input
   range, ``Resize`` to the model's square input, ``RepeatChannel`` to its 3 channels, the
   network in eager PyTorch (fp32, ``torch.no_grad``), a ``DataLoader`` with workers, and the
   probabilities and decisions (the model's threshold) written to a CSV;
@@ -54,7 +55,8 @@ info = json.loads((Path(model_path).parent / "model_info.json").read_text())
 size, channels = int(info["preprocessing"]["size"]), int(info["network"]["in_channels"])
 files = sorted(str(p) for p in data.rglob("image_*") if p.is_file())
 transform = Compose([
-    LoadImaged("image", reader=PydicomReader()),
+    # the network was trained on images as stored (rows first); MONAI's reader puts columns first unless told
+    LoadImaged("image", reader=PydicomReader(swap_ij=False)),
     EnsureChannelFirstd("image"),
     ScaleIntensityd("image", minv=-1.0, maxv=1.0),
     Resized("image", (size, size)),
@@ -102,6 +104,12 @@ def _decisions(csv_path: Path, column: str = "prediction") -> dict[str, int]:
         return {os.path.realpath(r["path"]): int(r[column]) for r in csv.DictReader(handle) if r.get(column, "") != ""}
 
 
+def _probabilities(csv_path: Path) -> dict[str, float]:
+    with open(csv_path, newline="") as handle:
+        return {os.path.realpath(r["path"]): float(r["probability"]) for r in csv.DictReader(handle)
+                if r.get("probability", "") != ""}
+
+
 def run(ctx: BenchContext, data: Path | None = None, workers: int = 1) -> Section:
     from monai_fracture.model.classifier import default_model_path
 
@@ -128,6 +136,8 @@ def run(ctx: BenchContext, data: Path | None = None, workers: int = 1) -> Sectio
     plain, ours = _decisions(plain_csv), _decisions(out / "results.csv")
     common = sorted(set(plain) & set(ours))
     agree = sum(plain[k] == ours[k] for k in common)
+    p_plain, p_ours = _probabilities(plain_csv), _probabilities(out / "results.csv")
+    differences = sorted(abs(p_plain[k] - p_ours[k]) for k in common if k in p_plain and k in p_ours)
     dicom_files = sum(1 for _ in (out / "dicom").rglob("*.dcm")) if (out / "dicom").is_dir() else 0
     rates = {name: Timing([n / s for s in values]) for name, values in seconds.items()}
     ratio = rates["monai-fracture score"].median / rates["plain MONAI"].median
@@ -148,6 +158,7 @@ def run(ctx: BenchContext, data: Path | None = None, workers: int = 1) -> Sectio
         "seconds": seconds,
         "decisions_compared": len(common),
         "decisions_agree": agree,
+        "probability_difference_median_max": [differences[len(differences) // 2], differences[-1]] if differences else None,
         "dicom_files_written_by_ours": dicom_files,
         "load_average_before_after": [list(load_before), list(load_after)],
         "preprocessing_differences": "ours: modality LUT, VOI window, MONOCHROME1 inversion, aspect kept (pad to "

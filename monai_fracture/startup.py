@@ -40,6 +40,8 @@ SKIPPED_WHILE_MONAI_LOADS: tuple[str, ...] = (
     "skimage",
     "cupy",
     "cupyx",
+    "jsonschema",  # MONAI bundle config validation (never run while scoring)
+    "tifffile",  # MONAI's whole-slide-image reader
     # MONAI's own training, federated-learning and application subpackages (walked, never used here)
     "monai.handlers",
     "monai.engines",

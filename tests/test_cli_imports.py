@@ -19,7 +19,7 @@ import pytest
 
 #: Top-level packages a default scoring run must not import (none of them scores an image).
 FORBIDDEN = ("holoscan", "mlflow", "ignite", "torchvision", "ray", "tensorboard", "matplotlib", "pandas",
-             "sklearn", "skimage", "cupy", "sympy")
+             "sklearn", "skimage", "cupy", "sympy", "jsonschema", "tifffile")
 #: MONAI subpackages for training, deployment and tracking: never on the scoring path.
 FORBIDDEN_MONAI = ("monai.deploy", "monai.handlers", "monai.engines", "monai.fl", "monai.auto3dseg",
                    "monai.apps.pathology", "monai.apps.detection")
@@ -30,7 +30,7 @@ DRIVER = textwrap.dedent("""
     from monai_fracture.cli import entry
     code = entry()
     loaded = sorted(sys.modules)
-    import pandas, scipy.ndimage  # the skipped packages stay importable for code that asks for them
+    import pandas, scipy.ndimage, jsonschema, tifffile  # the skipped packages stay importable for code that asks for them
     with open(record, "w") as handle:
         json.dump({"code": code, "modules": loaded}, handle)
 """)
@@ -64,6 +64,9 @@ def test_default_scoring_imports_nothing_it_does_not_use(radiograph, tmp_path):
     assert not roots & set(FORBIDDEN), sorted(roots & set(FORBIDDEN))
     assert not {m for m in modules if m.startswith(FORBIDDEN_MONAI)}, sorted(m for m in modules if m.startswith(FORBIDDEN_MONAI))
     assert {"torch", "monai", "highdicom", "pydicom"} <= roots  # it did score and write DICOM
+    # one image is one batch: the backend checked at export, no fp32 agreement pass (model.small_run)
+    backend = json.loads((tmp_path / "out" / "manifest.json").read_text())["model"]["backend"]
+    assert (backend["name"], backend["how"]) == ("onnx", "export-checked")
 
 
 def test_in_process_callers_keep_the_full_monai_import(radiograph, tmp_path):
