@@ -15,7 +15,8 @@ run after the other, interleaved per repeat:
 Where the preprocessing differs (so decisions may differ): ours applies the modality LUT,
 the file's VOI window, MONOCHROME1 inversion and keeps the aspect ratio (pad to square), the
 plain pipeline min-max scales the stored values and stretches to a square. Decision agreement
-is reported, not required.
+is reported, not required, overall and per group of files by how far the two inputs differ
+(``preprocessing_group``: no file is fully equivalent, since ours clips at percentiles).
 
     python -m benchmarks.bench_peer [--repeats 3] [--quick] [--workers 1] [--data DIR]
 """
@@ -110,6 +111,23 @@ def _probabilities(csv_path: Path) -> dict[str, float]:
                 if r.get("probability", "") != ""}
 
 
+def preprocessing_group(path: str) -> str:
+    """How far the plain pipeline's input is from ours for this file (same network, same size).
+
+    ``closest``: MONOCHROME2 without a VOI window, where the only difference left is our
+    0.5-99.5 percentile clip against its min-max; ``VOI window`` / ``MONOCHROME1``: ours applies
+    the file's window or inverts, the plain pipeline does neither.
+    """
+    import pydicom
+
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    if str(header.get("PhotometricInterpretation", "")) == "MONOCHROME1":
+        return "MONOCHROME1 (ours inverts)"
+    if "WindowCenter" in header or "VOILUTSequence" in header:
+        return "VOI window (ours applies it)"
+    return "closest (MONOCHROME2, no window: percentile clip vs min-max)"
+
+
 def run(ctx: BenchContext, data: Path | None = None, workers: int = 1) -> Section:
     from monai_fracture.model.classifier import default_model_path
 
@@ -136,6 +154,11 @@ def run(ctx: BenchContext, data: Path | None = None, workers: int = 1) -> Sectio
     plain, ours = _decisions(plain_csv), _decisions(out / "results.csv")
     common = sorted(set(plain) & set(ours))
     agree = sum(plain[k] == ours[k] for k in common)
+    groups: dict[str, list[int]] = {}
+    for key in common:
+        counts = groups.setdefault(preprocessing_group(key), [0, 0])
+        counts[0] += plain[key] == ours[key]
+        counts[1] += 1
     p_plain, p_ours = _probabilities(plain_csv), _probabilities(out / "results.csv")
     differences = sorted(abs(p_plain[k] - p_ours[k]) for k in common if k in p_plain and k in p_ours)
     dicom_files = sum(1 for _ in (out / "dicom").rglob("*.dcm")) if (out / "dicom").is_dir() else 0
@@ -158,6 +181,7 @@ def run(ctx: BenchContext, data: Path | None = None, workers: int = 1) -> Sectio
         "seconds": seconds,
         "decisions_compared": len(common),
         "decisions_agree": agree,
+        "decisions_agree_by_preprocessing": {name: f"{a} of {n}" for name, (a, n) in sorted(groups.items())},
         "probability_difference_median_max": [differences[len(differences) // 2], differences[-1]] if differences else None,
         "dicom_files_written_by_ours": dicom_files,
         "load_average_before_after": [list(load_before), list(load_after)],
