@@ -5,8 +5,9 @@ run after the other, interleaved per repeat:
 
 - ``plain MONAI``: what a MONAI user would write from the tutorials: ``LoadImage`` with MONAI's
   ``PydicomReader`` (``swap_ij=False``: the network was trained on images as stored, rows first,
-  and MONAI's default transposes them; a user scoring this network sets it), ``EnsureChannelFirst``, ``ScaleIntensity`` to the model's [-1, 1] input
-  range, ``Resize`` to the model's square input, ``RepeatChannel`` to its 3 channels, the
+  and MONAI's default transposes them; a user scoring this network sets it),
+  ``EnsureChannelFirst``, ``ScaleIntensity`` to the model's [-1, 1] input range, ``Resize`` to
+  the model's square input, ``RepeatChannel`` to its 3 channels, the
   network in eager PyTorch (fp32, ``torch.no_grad``), a ``DataLoader`` with workers, and the
   probabilities and decisions (the model's threshold) written to a CSV;
 - ``monai-fracture score``: the CLI with its default DICOM outputs (TID 1500 SR per study, KOS
