@@ -4,8 +4,10 @@ Same files, same machine, same trained network (the shipped model's ``model.pt``
 run after the other, interleaved per repeat:
 
 - ``plain MONAI``: what a MONAI user would write from the tutorials: ``LoadImage`` with MONAI's
-  ``PydicomReader``, ``EnsureChannelFirst``, ``ScaleIntensity`` to the model's [-1, 1] input
-  range, ``Resize`` to the model's square input, ``RepeatChannel`` to its 3 channels, the
+  ``PydicomReader`` (``swap_ij=False``: the network was trained on images as stored, rows first,
+  and MONAI's default transposes them; a user scoring this network sets it),
+  ``EnsureChannelFirst``, ``ScaleIntensity`` to the model's [-1, 1] input range, ``Resize`` to
+  the model's square input, ``RepeatChannel`` to its 3 channels, the
   network in eager PyTorch (fp32, ``torch.no_grad``), a ``DataLoader`` with workers, and the
   probabilities and decisions (the model's threshold) written to a CSV;
 - ``monai-fracture score``: the CLI with its default DICOM outputs (TID 1500 SR per study, KOS
@@ -14,7 +16,8 @@ run after the other, interleaved per repeat:
 Where the preprocessing differs (so decisions may differ): ours applies the modality LUT,
 the file's VOI window, MONOCHROME1 inversion and keeps the aspect ratio (pad to square), the
 plain pipeline min-max scales the stored values and stretches to a square. Decision agreement
-is reported, not required.
+is reported, not required, overall and per group of files by how far the two inputs differ
+(``preprocessing_group``: no file is fully equivalent, since ours clips at percentiles).
 
     python -m benchmarks.bench_peer [--repeats 3] [--quick] [--workers 1] [--data DIR]
 """
@@ -54,7 +57,8 @@ info = json.loads((Path(model_path).parent / "model_info.json").read_text())
 size, channels = int(info["preprocessing"]["size"]), int(info["network"]["in_channels"])
 files = sorted(str(p) for p in data.rglob("image_*") if p.is_file())
 transform = Compose([
-    LoadImaged("image", reader=PydicomReader()),
+    # the network was trained on images as stored (rows first); MONAI's reader puts columns first unless told
+    LoadImaged("image", reader=PydicomReader(swap_ij=False)),
     EnsureChannelFirstd("image"),
     ScaleIntensityd("image", minv=-1.0, maxv=1.0),
     Resized("image", (size, size)),
@@ -102,6 +106,29 @@ def _decisions(csv_path: Path, column: str = "prediction") -> dict[str, int]:
         return {os.path.realpath(r["path"]): int(r[column]) for r in csv.DictReader(handle) if r.get(column, "") != ""}
 
 
+def _probabilities(csv_path: Path) -> dict[str, float]:
+    with open(csv_path, newline="") as handle:
+        return {os.path.realpath(r["path"]): float(r["probability"]) for r in csv.DictReader(handle)
+                if r.get("probability", "") != ""}
+
+
+def preprocessing_group(path: str) -> str:
+    """How far the plain pipeline's input is from ours for this file (same network, same size).
+
+    ``closest``: MONOCHROME2 without a VOI window, where the only difference left is our
+    0.5-99.5 percentile clip against its min-max; ``VOI window`` / ``MONOCHROME1``: ours applies
+    the file's window or inverts, the plain pipeline does neither.
+    """
+    import pydicom
+
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    if str(header.get("PhotometricInterpretation", "")) == "MONOCHROME1":
+        return "MONOCHROME1 (ours inverts)"
+    if "WindowCenter" in header or "VOILUTSequence" in header:
+        return "VOI window (ours applies it)"
+    return "closest (MONOCHROME2, no window: percentile clip vs min-max)"
+
+
 def run(ctx: BenchContext, data: Path | None = None, workers: int = 1) -> Section:
     from monai_fracture.model.classifier import default_model_path
 
@@ -128,6 +155,13 @@ def run(ctx: BenchContext, data: Path | None = None, workers: int = 1) -> Sectio
     plain, ours = _decisions(plain_csv), _decisions(out / "results.csv")
     common = sorted(set(plain) & set(ours))
     agree = sum(plain[k] == ours[k] for k in common)
+    groups: dict[str, list[int]] = {}
+    for key in common:
+        counts = groups.setdefault(preprocessing_group(key), [0, 0])
+        counts[0] += plain[key] == ours[key]
+        counts[1] += 1
+    p_plain, p_ours = _probabilities(plain_csv), _probabilities(out / "results.csv")
+    differences = sorted(abs(p_plain[k] - p_ours[k]) for k in common if k in p_plain and k in p_ours)
     dicom_files = sum(1 for _ in (out / "dicom").rglob("*.dcm")) if (out / "dicom").is_dir() else 0
     rates = {name: Timing([n / s for s in values]) for name, values in seconds.items()}
     ratio = rates["monai-fracture score"].median / rates["plain MONAI"].median
@@ -148,6 +182,8 @@ def run(ctx: BenchContext, data: Path | None = None, workers: int = 1) -> Sectio
         "seconds": seconds,
         "decisions_compared": len(common),
         "decisions_agree": agree,
+        "decisions_agree_by_preprocessing": {name: f"{a} of {n}" for name, (a, n) in sorted(groups.items())},
+        "probability_difference_median_max": [differences[len(differences) // 2], differences[-1]] if differences else None,
         "dicom_files_written_by_ours": dicom_files,
         "load_average_before_after": [list(load_before), list(load_after)],
         "preprocessing_differences": "ours: modality LUT, VOI window, MONOCHROME1 inversion, aspect kept (pad to "

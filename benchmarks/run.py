@@ -7,6 +7,8 @@ Sections (each a module with ``run(ctx) -> Section``):
   scoring        end-to-end ``score_paths`` vs its serial bound and a naive loop
   memory         peak memory scoring 200 vs 2,000 files
   cold_start     one radiograph, CLI start to SR written
+  peer           ours with all DICOM outputs vs a plain MONAI pipeline (LoadImage, DataLoader, eager fp32)
+  deploy         the MONAI Deploy app one study at a time vs score on the same studies
   engines        local vs Ray Data engine on the same 500 files
   dicomweb       the same files scored from a folder and from Orthanc over DICOMweb
 
@@ -38,6 +40,7 @@ SECTIONS = {
     "memory": "benchmarks.bench_memory",
     "cold_start": "benchmarks.bench_cold_start",
     "peer": "benchmarks.bench_peer",
+    "deploy": "benchmarks.bench_deploy",
     "engines": "benchmarks.bench_engines",
     "dicomweb": "benchmarks.bench_dicomweb",
 }

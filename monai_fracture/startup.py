@@ -18,8 +18,9 @@ bound at import time to a skipped package stay placeholders in that process (for
 ``monai.utils.enums`` without Ignite's ``EventEnum``, MONAI's MLflow handler, its matplotlib
 plots). So the full list applies only when the CLI program owns the process
 (``monai_fracture.cli.entry`` sets ``owns_process``); a caller of ``cli.main`` inside a longer
-process (tests, a notebook) gets only the MONAI Deploy SDK skipped, as before. Training, the
-bundle, the Deploy app and the PACS node import MONAI the normal way.
+process (tests, a notebook) gets only the MONAI Deploy SDK skipped, as before. The Deploy app's
+program (``python -m monai_fracture.deploy``) owns its process too and skips the same list
+except the App SDK. Training, the bundle and the PACS node import MONAI the normal way.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ SKIPPED_WHILE_MONAI_LOADS: tuple[str, ...] = (
     "skimage",
     "cupy",
     "cupyx",
+    "jsonschema",  # MONAI bundle config validation (never run while scoring)
+    "tifffile",  # MONAI's whole-slide-image reader
     # MONAI's own training, federated-learning and application subpackages (walked, never used here)
     "monai.handlers",
     "monai.engines",
@@ -57,16 +60,23 @@ SKIPPED_WHILE_MONAI_LOADS: tuple[str, ...] = (
     "monai.apps.nuclick",
 )
 
+#: What the MONAI Deploy app (``python -m monai_fracture.deploy``) needs of that list: the App SDK.
+KEPT_FOR_DEPLOY: tuple[str, ...] = ("monai.deploy", "cupy", "cupyx")
+
 #: True when the CLI program is the whole process (set by ``monai_fracture.cli.entry``).
 owns_process = False
 
 
-def import_monai_for_scoring() -> None:
-    """Import MONAI as a short-lived scoring process needs it; no-op when MONAI is loaded already."""
+def import_monai_for_scoring(keep: tuple[str, ...] = ()) -> None:
+    """Import MONAI as a short-lived scoring process needs it; no-op when MONAI is loaded already.
+
+    ``keep`` names entries of the list that this process does use (``KEPT_FOR_DEPLOY`` for the
+    Deploy app, which a MAP starts once per study: as much a one-shot process as the CLI).
+    """
     if "monai" in sys.modules:
         return
     skipped = SKIPPED_WHILE_MONAI_LOADS if owns_process else ("monai.deploy",)
-    placed = [name for name in skipped if name not in sys.modules]
+    placed = [name for name in skipped if name not in sys.modules and name not in keep]
     for name in placed:
         sys.modules[name] = None  # type: ignore[assignment]
     try:

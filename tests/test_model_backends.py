@@ -169,7 +169,7 @@ def test_score_records_the_backend_and_agrees_with_fp32(tmp_path):
         runs[name] = (pd.read_csv(out / "results.csv", dtype=str), manifest["model"]["backend"])
     auto_rows, auto_backend = runs["auto"]
     fp32_rows, fp32_backend = runs["fp32"]
-    assert (auto_backend["name"], auto_backend["how"]) == ("onnx", "default")
+    assert (auto_backend["name"], auto_backend["how"]) == ("onnx", "export-checked")  # 8 images: one batch
     assert (fp32_backend["name"], fp32_backend["how"]) == ("fp32", "requested")
     scored = auto_rows[auto_rows.status == "scored"]
     reference = fp32_rows.set_index("path").loc[scored.path]

@@ -55,7 +55,8 @@ def backend_help() -> str:
         entries.append(f"{spec.name} ({spec.description}{where})")
     auto = ", ".join(AUTO_CANDIDATES)
     return (f"how the network runs: auto (default) = the fastest of {auto} whose probabilities stay within 1e-3 "
-            f"of fp32 with identical decisions, measured on the first batch; or name one of: " + "; ".join(entries))
+            f"of fp32 with identical decisions, checked on the first batch (in a run of one batch: when it was "
+            f"exported); or name one of: " + "; ".join(entries))
 
 
 def export_is_current(model: Any, name: str) -> tuple[bool, str]:

@@ -144,13 +144,18 @@ class Classifier:
         ``batch`` is a real preprocessed batch at the run's batch size. With ``auto``, a run of at
         least ``min_images_to_measure`` images times every candidate (and caches the winner, see
         ``model.backend_choice``); ``expected_images`` of four batches or more also measures the
-        images per network call on a CPU. Called by whoever runs the model, before ``predict``;
+        images per network call on a CPU; a CPU run that is all in ``batch`` takes a backend
+        checked at export instead (``model.small_run``). Called by whoever runs the model, before ``predict``;
         returns the ``BackendChoice`` (also kept as ``backend_choice``).
         """
         from monai_fracture.model.backend_choice import choose_backend
+        from monai_fracture.model.small_run import fits_first_batch, one_batch_backend
 
         batch = torch.as_tensor(batch).as_subclass(torch.Tensor) if hasattr(batch, "as_tensor") else batch
-        self.backend, self.backend_choice = choose_backend(
+        chosen = None
+        if self.requested_backend == "auto" and fits_first_batch(expected_images, len(batch)):
+            chosen = one_batch_backend(self.model, len(batch), self.device, threads=torch.get_num_threads())
+        self.backend, self.backend_choice = chosen or choose_backend(
             self.model, batch, self.threshold, requested=self.requested_backend, device=self.device,
             measure=expected_images >= min_images_to_measure, threads=torch.get_num_threads(),
             expected_images=expected_images,

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 
 import torch
 
+from monai_fracture.reports.warmup import load_standard_tables
+
 
 def default_report_workers() -> int:
     """Processes that build SR/KOS: one per four cores, 1 to 4."""
@@ -46,8 +48,11 @@ def _die_with_parent() -> None:
         os._exit(0)
 
 
-def report_pool(workers: int) -> Executor:
+def report_pool(workers: int, warm: bool = False) -> Executor:
     """Forked worker processes where fork exists (cheap start, modules already loaded), else threads.
+
+    ``warm`` (a run that writes DICOM) forks them at once and has them read highdicom's standard
+    tables while the main process scores (``reports.warmup``), not when the first study is due.
 
     ``workers <= 0`` builds reports in one thread of this process: for long-running servers,
     whose forked children would inherit (and, if the server is killed, keep) its listening socket.
@@ -55,9 +60,12 @@ def report_pool(workers: int) -> Executor:
     if workers <= 0:
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="reports")
     if "fork" in multiprocessing.get_all_start_methods():
-        return ProcessPoolExecutor(
+        pool = ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("fork"), initializer=_ignore_sigint
         )
+        if warm:
+            pool.submit(load_standard_tables)
+        return pool
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reports")
 
 

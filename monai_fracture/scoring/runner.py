@@ -142,7 +142,7 @@ class _Run:
         self.state = JournalState()
         self.report_workers = report_workers if report_workers is not None else default_report_workers()
         self.engine = engine  # None: the local engine; else e.g. scoring.ray_engine.RayEngine
-        self.report_pool = engine.report_pool() if engine else report_pool(self.report_workers)
+        self.report_pool = engine.report_pool() if engine else report_pool(self.report_workers, warm=write_dicom)
         self.report_jobs: list[tuple[tuple[str, str], Future]] = []
 
     def threshold_of(self, family: str) -> float:
