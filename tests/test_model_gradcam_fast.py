@@ -90,3 +90,26 @@ def test_stream_reuses_the_classification_input(tmp_path, monkeypatch, classifie
         cam_input = demo.heatmap_input(*real_read(found.item.paths[0]))
         assert found.region == hot_region(_reference(demo, cam_input), level=0.5)
     assert torch.is_grad_enabled()
+
+
+def test_region_outline_equals_the_hull_of_every_pixel_corner(classifier, inputs):
+    """``hot_region`` hulls only each row's outermost pixels: the same polygon as all pixel corners."""
+    from scipy import ndimage
+
+    from monai_fracture.model.gradcam import _convex_hull
+
+    rng = np.random.default_rng(3)
+    maps = classifier.heatmaps(inputs[:2]) + [ndimage.gaussian_filter(rng.random((300, 260)), 6) for _ in range(3)]
+    for cam in maps:
+        region = hot_region(cam)
+        rounded = np.round(cam.astype(np.float32), 4)
+        peak = np.unravel_index(int(np.argmax(rounded)), rounded.shape)
+        labels, _ = ndimage.label(rounded >= rounded[peak] * 0.5)
+        rows, cols = np.nonzero(labels == labels[peak])
+        corners = np.concatenate([np.stack([rows + dr, cols + dc], 1) for dr in (-0.5, 0.5) for dc in (-0.5, 0.5)])
+        hull = _convex_hull(corners)
+        if len(hull) > 32:
+            hull = hull[np.linspace(0, len(hull) - 1, 32).round().astype(int)]
+        hull = np.stack([np.clip(hull[:, 0], -0.5, cam.shape[0] - 0.5), np.clip(hull[:, 1], -0.5, cam.shape[1] - 0.5)], 1)
+        expected = tuple((round(float(r), 1), round(float(c), 1)) for r, c in hull)
+        assert region.outline == expected + expected[:1]

@@ -296,7 +296,11 @@ def hot_region(cam: np.ndarray, level: float = 0.5, max_points: int = 32) -> Evi
     mask[peak] = True
     labels, _ = ndimage.label(mask)
     component = labels == labels[peak]
-    rows, cols = np.nonzero(component)
+    rows, cols = np.nonzero(component)  # row-major: columns ascend within each row
+    # only each row's outermost pixels can give hull corners: the same hull from far fewer points
+    new_row = rows[1:] != rows[:-1]
+    outermost = np.concatenate([[True], new_row]) | np.concatenate([new_row, [True]])
+    rows, cols = rows[outermost], cols[outermost]
     # pixel corners (not centres), so a one-pixel region still has an area
     corners = np.concatenate([np.stack([rows + dr, cols + dc], axis=1) for dr in (-0.5, 0.5) for dc in (-0.5, 0.5)])
     hull = _convex_hull(corners)
