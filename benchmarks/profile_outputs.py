@@ -23,7 +23,8 @@ from pathlib import Path
 STAGES = (
     ("evidence: heatmaps + regions (localise_batch)", "localise_batch", "scoring/stream.py"),
     ("  of it the batched CAM pass (class_activation_maps)", "class_activation_maps", "model/gradcam.py"),
-    ("  of it mapping to the source + hot region", "_evidence", "scoring/localise.py"),
+    ("  of it the hot region (and the SC overlay when asked)", "_evidence", "scoring/localise.py"),
+    ("evidence one image at a time (localise: the code before the batched pass)", "localise", "scoring/localise.py"),
     ("choosing the backend (Classifier.prepare)", "prepare", "model/classifier.py"),
     ("decode + preprocess (read_and_preprocess)", "read_and_preprocess", "scoring/loader.py"),
     ("model calls (Classifier.predict)", "predict", "model/classifier.py"),
