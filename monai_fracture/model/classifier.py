@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,28 @@ def undo_spatial_operations(values: torch.Tensor, operations: Sequence[Mapping[s
             mode = "bilinear" if len(size) == 2 else "trilinear"
             out = torch.nn.functional.interpolate(out[None].float(), size=size, mode=mode, align_corners=False)[0]
     return out
+
+
+@dataclass(frozen=True)
+class InputGeometry:
+    """How a network input maps back onto its source pixels: the source shape and MONAI's applied operations."""
+
+    shape: tuple[int, ...]
+    operations: tuple[Mapping[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, processed: Any, shape: Sequence[int]) -> "InputGeometry":
+        """The geometry of ``processed`` (the preprocessing's output, a ``MetaTensor``) from an image of ``shape``."""
+        operations = tuple(getattr(processed, "applied_operations", None) or ())
+        return cls(tuple(int(n) for n in shape), operations)
+
+
+@dataclass(frozen=True)
+class CamInput:
+    """A network input (C, *spatial) for a heatmap, with the geometry that maps the map back to the source."""
+
+    image: torch.Tensor
+    geometry: InputGeometry
 
 
 class Classifier:
@@ -220,13 +243,25 @@ class Classifier:
         return tuple(last_convolution(self.model.network) if n == "last" else n for n in names)
 
     def _heatmap_preprocessing(self):
-        if self.heatmap_scale == 1.0 or "size" not in self.info.preprocessing:
+        if self.heatmap_reuses_input:
             return self.preprocessing
         from monai_fracture.transforms.presets import build_preprocessing
 
         kwargs = dict(self.info.preprocessing)
         kwargs.update(modality=self.modality, load=False, size=int(round(int(kwargs["size"]) * self.heatmap_scale)))
         return build_preprocessing(**kwargs)
+
+    @property
+    def heatmap_reuses_input(self) -> bool:
+        """Whether the heatmap sees the classification input itself (``heatmap_scale`` 1), so it needs no second read."""
+        return self.heatmap_scale == 1.0 or "size" not in self.info.preprocessing
+
+    def heatmap_input(self, array: np.ndarray, meta: Mapping[str, Any]) -> CamInput:
+        """One image as read by ``monai_fracture.io`` -> the heatmap's network input and its geometry."""
+        data = self._heatmap_preprocessing()({"image": channel_first(array, meta)})
+        processed = data["image"] if isinstance(data, Mapping) else data
+        image = torch.as_tensor(processed).as_subclass(torch.Tensor).float()
+        return CamInput(image, InputGeometry.of(processed, np.shape(array)))
 
     def heatmap(self, array: np.ndarray, meta: Mapping[str, Any], method: str | None = None) -> np.ndarray:
         """Class activation map of the fracture class for one image, in the source geometry, in [0, 1] (1 = strongest).
@@ -235,23 +270,63 @@ class Classifier:
         letterbox padding removed), resized back to the source pixels, then scaled; see
         ``model.gradcam`` for why nothing is inverted and why LayerCAM on two layers.
         """
-        from monai_fracture.model.gradcam import class_activation_map, scale_to_unit
+        return self.heatmaps([self.heatmap_input(array, meta)], method=method)[0]
+
+    def heatmaps(self, inputs: Sequence[CamInput], method: str | None = None, batch_size: int = 16) -> list[np.ndarray]:
+        """``heatmap`` of several inputs (see ``iter_heatmaps``)."""
+        return list(self.iter_heatmaps(inputs, method, batch_size))
+
+    def iter_heatmaps(self, inputs: Sequence[CamInput], method: str | None = None,
+                      batch_size: int = 16) -> Iterator[np.ndarray]:
+        """``heatmap`` of each input in order: LayerCAM in one pass per ``batch_size`` inputs.
+
+        The source-sized maps come one at a time, so a batch never holds several full-size maps.
+        MONAI's ``gradcam``/``gradcampp`` go image by image through the reference
+        ``model.gradcam.class_activation_map``.
+        """
+        from monai_fracture.model.gradcam import scale_to_unit
 
         if not self.supports_heatmaps:
             raise ValueError(f"heatmaps need a PyTorch model, not {self.model.format}")
-        data = self._heatmap_preprocessing()({"image": channel_first(array, meta)})
-        processed = data["image"] if isinstance(data, Mapping) else data
-        inputs = torch.as_tensor(processed).as_subclass(torch.Tensor)[None].to(self.device)
-        raw = class_activation_map(self.model.network, inputs, self.cam_layers(), class_index=1,
-                                   method=method or self.heatmap_method, fusion=self.heatmap_fusion,
-                                   flip=self.heatmap_flip)
-        self.model.network.eval()
-        return scale_to_unit(self._to_source_geometry(raw.cpu(), processed, np.shape(array)))
+        method = method or self.heatmap_method
+        step = max(1, batch_size)
+        for start in range(0, len(inputs), step):
+            chunk = list(inputs[start : start + step])
+            for cam_input, raw in zip(chunk, self._raw_maps(chunk, method)):
+                yield scale_to_unit(self._to_source_geometry(raw, cam_input.geometry))
 
-    def _to_source_geometry(self, activation: torch.Tensor, processed: Any, shape: tuple[int, ...]) -> np.ndarray:
-        """Undo the recorded resize and pad; a plain resize when nothing was recorded."""
-        operations = getattr(processed, "applied_operations", None) or []
-        restored = undo_spatial_operations(activation.float(), operations)[0].numpy()
+    def _raw_maps(self, inputs: Sequence[CamInput], method: str) -> list[torch.Tensor]:
+        """Maps (1, *spatial) at network-input size: one batched LayerCAM pass per input shape."""
+        from monai_fracture.model.gradcam import class_activation_map, class_activation_maps
+
+        network, layers = self.model.network, self.cam_layers()
+        raw: dict[int, torch.Tensor] = {}
+        if method != "layercam":
+            for index, cam_input in enumerate(inputs):
+                raw[index] = class_activation_map(network, cam_input.image[None].to(self.device), layers,
+                                                  class_index=1, method=method, fusion=self.heatmap_fusion,
+                                                  flip=self.heatmap_flip).cpu()
+            network.eval()
+            return [raw[i] for i in range(len(inputs))]
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for index, cam_input in enumerate(inputs):
+            by_shape.setdefault(tuple(cam_input.image.shape), []).append(index)
+        for indices in by_shape.values():
+            batch = torch.stack([inputs[i].image for i in indices]).to(self.device)
+            maps = class_activation_maps(network, batch, layers, class_index=1, fusion=self.heatmap_fusion,
+                                         flip=self.heatmap_flip).cpu()
+            raw.update(zip(indices, maps))
+        return [raw[i] for i in range(len(inputs))]
+
+    def _to_source_geometry(self, activation: torch.Tensor, geometry: Any, shape: Sequence[int] | None = None) -> np.ndarray:
+        """Undo the recorded resize and pad; a plain resize when nothing was recorded.
+
+        ``geometry`` is an ``InputGeometry``, or the preprocessed input (its applied operations) with the source ``shape``.
+        """
+        if not isinstance(geometry, InputGeometry):
+            geometry = InputGeometry.of(geometry, shape or ())
+        shape = geometry.shape
+        restored = undo_spatial_operations(activation.float(), geometry.operations)[0].numpy()
         if restored.shape != tuple(shape):
             logger.debug("heatmap geometry %s differs from the image %s: resizing", restored.shape, shape)
             mode = "bilinear" if len(shape) == 2 else "trilinear"

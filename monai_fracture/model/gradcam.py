@@ -16,13 +16,23 @@ own positive gradient, so the stride-16 stage (``_blocks.4``) gives a sharp, cla
 map; multiplied with the last convolution's map it keeps only what both agree on. Figures per
 recipe in docs/validation.md.
 
+Why two implementations of LayerCAM: ``class_activation_map`` is the reference (MONAI's
+``ModelWithHooks``, one image, a full ``backward()`` with weight gradients down to the input);
+``class_activation_maps`` computes the same maps for a whole batch in one pass, differentiating
+the class score only with respect to the hooked activations (``torch.autograd.grad``), with the
+parameters frozen so nothing below the earliest hooked layer is recorded. Scoring uses the fast
+one; tests/test_model_gradcam_fast.py holds it to the reference.
+
 """
 
 from __future__ import annotations
 
 import math
+import threading
+import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -35,6 +45,9 @@ FUSIONS = ("mean", "product")
 # one hooked wrapper per network and layer set: MONAI's CAM classes register hooks on every
 # construction and never remove them, so a fresh GradCAM per image piles up hooks
 _HOOKED: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+# the fast path switches the parameters' requires_grad off for its pass; one pass at a time per process,
+# so a concurrent pass (PACS node threads) never restores the flags in the middle of another
+_PASS = threading.Lock()
 
 
 def _identity(values: torch.Tensor) -> torch.Tensor:
@@ -113,7 +126,7 @@ def class_activation_map(
         raise ValueError(f"unknown fusion {fusion!r}; choose from {', '.join(FUSIONS)}")
     views = [(inputs.float(), None)] + ([(torch.flip(inputs.float(), (-1,)), -1)] if flip else [])
     total = None
-    with torch.enable_grad():
+    with _PASS, torch.enable_grad():
         for view, axis in views:
             maps = _layer_maps(network, view, layers, class_index, method)
             if len(maps) == 1:
@@ -124,6 +137,104 @@ def class_activation_map(
             fused = fused if axis is None else torch.flip(fused, (axis,))
             total = fused if total is None else total + fused
     return (total / len(views))[0].detach()  # (1, *spatial)
+
+
+@contextmanager
+def _frozen(network: torch.nn.Module) -> Iterator[None]:
+    """Parameters without gradients for one pass: no weight gradients, no graph below the first hooked layer."""
+    flags = [(p, p.requires_grad) for p in network.parameters()]
+    for parameter, _ in flags:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
+
+
+def _layer_cam_batch(network: torch.nn.Module, inputs: torch.Tensor, layers: tuple[str, ...],
+                     class_index: int) -> list[torch.Tensor]:
+    """LayerCAM of every image of ``inputs`` (N, C, *spatial), one map per layer (N, 1, *layer spatial).
+
+    The earliest hooked layer's output becomes the leaf of the graph, so the backward stops there;
+    the score is the sum over the batch of the class logit (images do not interact in eval mode),
+    as MONAI's ``ModelWithHooks`` scores one image.
+    """
+    modules = dict(network.named_modules())
+    missing = [layer for layer in layers if layer not in modules]
+    if missing:
+        raise ValueError(f"the network has no layer {', '.join(missing)} for a heatmap")
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook(name: str):
+        def _hook(_module, _args, output):
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(f"layer {name} returns {type(output).__name__}, not a tensor: no heatmap from it")
+            if not captured:  # the first hooked layer the forward reaches: the graph starts here
+                output = output.detach().requires_grad_(True)
+            captured[name] = output
+            return output
+
+        return _hook
+
+    handles = [modules[layer].register_forward_hook(hook(layer)) for layer in layers]
+    training = network.training
+    try:
+        network.eval()
+        with _PASS, _frozen(network), torch.enable_grad(), warnings.catch_warnings():
+            # hooks MONAI's reference left on the network fire here too, harmlessly; not worth a warning
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            logits = network(inputs)
+            activations = [captured[layer] for layer in layers]
+            gradients = torch.autograd.grad(logits[:, class_index].sum(), activations)
+    finally:
+        for handle in handles:
+            handle.remove()
+        network.train(training)
+    return [torch.relu((torch.relu(g) * a.detach()).sum(1, keepdim=True)) for a, g in zip(activations, gradients)]
+
+
+def _unit_each(values: torch.Tensor) -> torch.Tensor:
+    """``_unit`` per image of a batch (N, ...): min-max to [0, 1], zeros where flat."""
+    flat = values.flatten(1)
+    low = flat.min(1).values.view(-1, *[1] * (values.ndim - 1))
+    high = flat.max(1).values.view(-1, *[1] * (values.ndim - 1))
+    span = high - low
+    return torch.where(span > 0, (values - low) / torch.where(span > 0, span, torch.ones_like(span)),
+                       torch.zeros_like(values))
+
+
+def class_activation_maps(
+    network: torch.nn.Module,
+    inputs: torch.Tensor,
+    layers: str | Sequence[str],
+    class_index: int = 1,
+    fusion: str = "mean",
+    flip: bool = False,
+) -> torch.Tensor:
+    """LayerCAM maps (N, 1, *spatial) of a batch ``inputs`` (N, C, *spatial) in one forward and one backward.
+
+    The same maps as ``class_activation_map(..., method="layercam")`` image by image (per-image
+    scaling and fusion, the flip view batched with the original), without weight gradients.
+    """
+    layers = (layers,) if isinstance(layers, str) else tuple(layers)
+    if fusion not in FUSIONS:
+        raise ValueError(f"unknown fusion {fusion!r}; choose from {', '.join(FUSIONS)}")
+    inputs = inputs.float()
+    count = inputs.shape[0]
+    views = torch.cat([inputs, torch.flip(inputs, (-1,))]) if flip else inputs
+    spatial = tuple(inputs.shape[2:])
+    mode = "bilinear" if len(spatial) == 2 else "trilinear"
+    maps = [torch.nn.functional.interpolate(m, size=spatial, mode=mode, align_corners=False)
+            for m in _layer_cam_batch(network, views, layers, class_index)]
+    if len(maps) == 1:
+        fused = maps[0]
+    else:
+        scaled = torch.stack([_unit_each(m) for m in maps])
+        fused = scaled.mean(0) if fusion == "mean" else scaled.prod(0)
+    if flip:
+        fused = (fused[:count] + torch.flip(fused[count:], (-1,))) / 2
+    return fused.detach()
 
 
 def grad_cam(
@@ -185,7 +296,11 @@ def hot_region(cam: np.ndarray, level: float = 0.5, max_points: int = 32) -> Evi
     mask[peak] = True
     labels, _ = ndimage.label(mask)
     component = labels == labels[peak]
-    rows, cols = np.nonzero(component)
+    rows, cols = np.nonzero(component)  # row-major: columns ascend within each row
+    # only each row's outermost pixels can give hull corners: the same hull from far fewer points
+    new_row = rows[1:] != rows[:-1]
+    outermost = np.concatenate([[True], new_row]) | np.concatenate([new_row, [True]])
+    rows, cols = rows[outermost], cols[outermost]
     # pixel corners (not centres), so a one-pixel region still has an area
     corners = np.concatenate([np.stack([rows + dr, cols + dc], axis=1) for dr in (-0.5, 0.5) for dc in (-0.5, 0.5)])
     hull = _convex_hull(corners)
@@ -223,6 +338,7 @@ __all__ = [
     "METHODS",
     "EvidenceRegion",
     "class_activation_map",
+    "class_activation_maps",
     "default_layers",
     "energy_in_boxes",
     "grad_cam",

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from monai_fracture.io.content import check_usable_content
 from monai_fracture.io.errors import ImageReadError
 from monai_fracture.scoring.catalog import WorkItem
-from monai_fracture.model.classifier import channel_first
+from monai_fracture.model.classifier import InputGeometry, channel_first
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ def read_item(item: WorkItem) -> tuple[np.ndarray, dict]:
 
 
 def read_and_preprocess(item: WorkItem, preprocessing: Callable[[dict], Any]) -> dict[str, Any]:
-    """One work item -> ``{"image": tensor (C, *spatial) or None, "error": (reason, detail) or None}``.
+    """One work item -> ``{"image": tensor (C, *spatial) or None, "error": (reason, detail) or None}``
+    and, when read, ``"geometry"`` (``InputGeometry``: how a heatmap of the input maps back to the source).
 
     Never raises: a failure becomes a value, so one bad file never stops the stream.
     """
@@ -57,7 +58,7 @@ def read_and_preprocess(item: WorkItem, preprocessing: Callable[[dict], Any]) ->
             raise ValueError("non-finite values after preprocessing")
     except Exception as err:
         return {"image": None, "error": (PREPROCESSING_FAILED, f"{type(err).__name__}: {err}")}
-    return {"image": tensor, "error": None}
+    return {"image": tensor, "error": None, "geometry": InputGeometry.of(image, np.shape(array))}
 
 
 class WorkItemDataset(Dataset):

@@ -22,7 +22,7 @@ import os
 import pickle
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -121,7 +121,8 @@ def read_task(batch: dict[str, np.ndarray], preprocessing: Mapping[str, Any]) ->
             sample["image"], sample["error"] = None, ("preprocessing_failed",
                                                       f"network input {tuple(sample['image'].shape)} != {shape}")
     return {"position": batch["position"], "item": batch["item"], "image": images,
-            "error": np.array([pickle.dumps(s["error"]) for s in samples], dtype=object)}
+            "error": np.array([pickle.dumps(s["error"]) for s in samples], dtype=object),
+            "geometry": np.array([pickle.dumps(s.get("geometry")) for s in samples], dtype=object)}
 
 
 _PREPROCESSING_CACHE: dict[str, Any] = {}
@@ -138,7 +139,7 @@ def _preprocessing(kwargs: Mapping[str, Any]):
 
 
 class ClassifierActor:
-    """Ray actor: the stream's ``classify_batch`` and, for positive radiographs, ``localise_item``."""
+    """Ray actor: the stream's ``classify_batch`` and, for positive radiographs, ``localise_batch``."""
 
     def __init__(self, model: str, device: str, threshold: float, backend: str, regions: bool, heatmaps: bool) -> None:
         import torch
@@ -153,18 +154,19 @@ class ClassifierActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        from monai_fracture.scoring.stream import classify_batch, localise_item, needs_region
+        from monai_fracture.scoring.stream import classify_batch, localise_batch, needs_region
 
         items = [pickle.loads(blob) for blob in batch["item"]]
         errors = [pickle.loads(blob) for blob in batch["error"]]
+        geometry = [pickle.loads(blob) for blob in batch["geometry"]]
         samples = [{"index": i, "image": None if error else torch.from_numpy(np.ascontiguousarray(batch["image"][i])),
-                    "error": error} for i, error in enumerate(errors)]
+                    "error": error, "geometry": geometry[i]} for i, error in enumerate(errors)]
         scores = classify_batch(samples, items, self.classifier, self.threshold)
-        evidence = [
-            localise_item(s.item, s.result, self.classifier, with_heatmap=self.heatmaps)
-            if self.regions and s.result is not None and needs_region(s.item, s.result, self.classifier) else None
-            for s in scores
-        ]
+        wanted = [self.regions and s.result is not None and needs_region(s.item, s.result, self.classifier)
+                  for s in scores]
+        located = localise_batch([s for s, w in zip(scores, wanted) if w], self.classifier, self.heatmaps)
+        evidence = [next(located) if w else None for w in wanted]
+        scores = [replace(s, cam_input=None) for s in scores]  # the network inputs stay in this actor
         return {"position": batch["position"], "score": np.array([pickle.dumps(s) for s in scores], dtype=object),
                 "evidence": np.array([pickle.dumps(e) for e in evidence], dtype=object),
                 "pid": np.full(len(scores), os.getpid())}

@@ -20,15 +20,19 @@ stage                       in -> out                                           
                             "error": (reason, detail)|None}``; never raises        process
 ``classify_batch``          samples + items -> ``list[ImageScore]``; the model     actor holding the
                             call, the rounding and the **decision** (only here)    ``Classifier``
-``localise_item``           ``ImageScore`` -> ``Evidence``; Grad-CAM of one        the same actor
-                            positive radiograph; a failure is a value
+``localise_batch``          ``ImageScore`` s -> ``Evidence`` per positive           the same actor
+                            radiograph: one heatmap pass for all, reusing the
+                            kept network input; a failure is a value
+                            (``localise_item``: the one-item case)
 ``StudyCollector``          items -> ``StudyScore`` when a study's last item       one place (driver):
                             arrives                                                it counts
 ``write_study``             ``StudyScore`` -> ``{output name: files written}``     CPU task, any
                             (``reports.outputs`` registry)                         process
 ==========================  =====================================================  ================
 
-Every value crossing a stage is picklable (tensors, dataclasses of strings and floats, paths).
+Every value crossing a stage is picklable (tensors, dataclasses of strings and floats, paths);
+an ``ImageScore`` of a positive radiograph keeps its network input (``cam_input``, small: the
+input, not the source pixels) until its batch is localised, and drops it before leaving an actor.
 The decision ``probability >= threshold`` is ``reports.results.decide``, called through
 ``ImageResult.positive``; ``classify_batch`` derives the ``prediction`` column from it.
 """
@@ -39,7 +43,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Union
@@ -49,7 +53,7 @@ import torch
 
 from monai_fracture.reports.results import AlgorithmIdentity, EvidenceRegion, Heatmap, ImageResult
 from monai_fracture.scoring.catalog import WorkItem, reason_text
-from monai_fracture.model.classifier import Classifier
+from monai_fracture.model.classifier import CamInput, Classifier
 from monai_fracture.scoring.loader import WorkItemDataset, make_loader, read_and_preprocess
 from monai_fracture.scoring.studies import StudyCollector, StudyScore
 from monai_fracture.scoring.table import ResultRow, format_probability, format_threshold, printable
@@ -67,6 +71,7 @@ __all__ = [
     "StudyCollector",
     "StudyScore",
     "classify_batch",
+    "localise_batch",
     "localise_item",
     "read_and_preprocess",
     "score_items",
@@ -81,6 +86,8 @@ class ImageScore:
     item: WorkItem
     rows: tuple[ResultRow, ...]
     result: ImageResult | None
+    #: a positive radiograph's network input and geometry, kept for its heatmap (no second read)
+    cam_input: CamInput | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -181,7 +188,10 @@ def classify_batch(samples: Sequence[dict[str, Any]], items: Sequence[WorkItem],
             scores.append(ImageScore(item, rows, None))
             continue
         result = ImageResult(tuple(str(u) for u in item.sop_uids), probability, threshold, item.series_uid)
-        scores.append(ImageScore(item, scored_rows(item, result, classifier.model_id), result))
+        geometry = sample.get("geometry")
+        keep = geometry is not None and needs_region(item, result, classifier)
+        cam_input = CamInput(sample["image"], geometry) if keep else None
+        scores.append(ImageScore(item, scored_rows(item, result, classifier.model_id), result, cam_input))
     return scores
 
 
@@ -199,21 +209,38 @@ def needs_region(item: WorkItem, result: ImageResult, classifier: Classifier) ->
 
 
 def localise_item(item: WorkItem, result: ImageResult, classifier: Classifier, with_heatmap: bool) -> Evidence:
-    """Grad-CAM of one positive radiograph: its region in ``result``, its overlay when ``with_heatmap``.
+    """Heatmap of one positive radiograph (read again): its region in ``result``, its overlay when ``with_heatmap``.
 
     A failure costs the region, never the result: it comes back as ``Evidence.error``.
     """
-    from monai_fracture.scoring.localise import localise
+    return next(localise_batch([ImageScore(item, (), result)], classifier, with_heatmap))
 
-    started = time.perf_counter()
-    try:
-        region, heatmap = localise(classifier, item.paths[0], str(item.sop_uids[0]), result.probability,
-                                   with_heatmap=with_heatmap)
-    except Exception as err:
-        logger.warning("heatmap for %s not written: %s", item.paths[0], err)
-        return Evidence(item, result, error=f"heatmap: {type(err).__name__}: {err}",
-                        seconds=time.perf_counter() - started)
-    return Evidence(item, replace(result, region=region), heatmap, seconds=time.perf_counter() - started)
+
+def localise_batch(scores: Sequence[ImageScore], classifier: Classifier, with_heatmap: bool) -> Iterator[Evidence]:
+    """``Evidence`` for each of ``scores`` (positive radiographs), in order, from one heatmap pass.
+
+    Each score's kept ``cam_input`` saves reading its file again; the batched pass counts in the
+    first ``Evidence.seconds``, so they add up to the time spent. A failure costs the region,
+    never the result: it comes back as ``Evidence.error``.
+    """
+    from monai_fracture.scoring.localise import Request, localise_many
+
+    if not scores:
+        return
+    clock = time.perf_counter()
+    requests = [Request(s.item.paths[0], str(s.item.sop_uids[0]), s.result.probability, s.cam_input)  # type: ignore[union-attr]
+                for s in scores]
+    for score, outcome in zip(scores, localise_many(classifier, requests, with_heatmap)):
+        seconds = time.perf_counter() - clock
+        result = score.result
+        assert result is not None
+        if isinstance(outcome, Exception):
+            logger.warning("heatmap for %s not written: %s", score.item.paths[0], outcome)
+            yield Evidence(score.item, result, error=f"heatmap: {type(outcome).__name__}: {outcome}", seconds=seconds)
+        else:
+            region, heatmap = outcome
+            yield Evidence(score.item, replace(result, region=region), heatmap, seconds=seconds)
+        clock = time.perf_counter()
 
 
 def write_study(study: StudyScore, identity: AlgorithmIdentity, dicom_dir: str | os.PathLike,
@@ -292,8 +319,14 @@ def score_items(
         source = batches or partial(local_batches, batch_size=batch_size, workers=workers, timings=timings)
         for scores, evidence in source(family, family_items, model, thresholds[family]):
             yield ScoredBatch(tuple(scores))  # the caller journals these before any slow step
+            # the batch's positives without evidence yet share one heatmap pass (localise_batch)
+            pending = [p for p, s in enumerate(scores) if regions and p not in evidence and s.result is not None
+                       and needs_region(s.item, s.result, model)]
+            located = localise_batch([scores[p] for p in pending], model, with_heatmap=heatmaps)  # lazy, in order
+            wanted = set(pending)
             for position, score in enumerate(scores):
-                yield from finish(score.item, score.result, evidence.get(position))
+                found = next(located) if position in wanted else evidence.get(position)
+                yield from finish(score.item, score.result, found)
 
 
 def local_batches(family: str, items: list[WorkItem], classifier: Classifier, threshold: float, *, batch_size: int,
