@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.localisation import bootstrap_ci
+from benchmarks.localisation_sweep import PREVIOUS, SHIPPED
 
 TOLERANCES = (0.0, 0.05, 0.1)
 
@@ -50,6 +51,24 @@ def recipe_table(sweep: dict, reference: str, occlusion: dict | None = None) -> 
     return table
 
 
+def with_occlusion(sweep: dict, occlusion: dict, recipes: list[str]) -> dict:
+    """The sweep restricted to the images ``benchmarks.occlusion_check`` covered, its ``occlusion`` row added.
+
+    Each recipe also gets ``to_occlusion``: the distance from its peak to the occlusion peak (fraction of the long side).
+    """
+    by_path = {row["path"]: row for row in sweep["images"]}
+    rows = []
+    for occ in occlusion["images"]:
+        if occ["path"] not in by_path:
+            continue
+        row = {**by_path[occ["path"]], "occlusion": occ["occlusion"]}
+        for recipe in recipes:
+            row[recipe] = {**row[recipe], "to_occlusion": round(float(
+                np.hypot(*np.subtract(row[recipe]["peak"], occ["occlusion"]["peak"]))) / max(row["shape"]), 4)}
+        rows.append(row)
+    return {**sweep, "recipes": ["occlusion", *recipes], "images": rows}
+
+
 def markdown(table: list[dict], reference: str) -> str:
     lines = ["| recipe | passes | strictly inside [95% CI] | within 5% | within 10% [95% CI] "
              f"| 10% minus `{reference}` [95% CI] | energy in boxes, mean (median) |",
@@ -66,9 +85,12 @@ def markdown(table: list[dict], reference: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep", type=Path)
-    parser.add_argument("--reference", default="layercam@_blocks.4+last,product",
-                        help="the recipe paired differences are taken against (the shipped one)")
+    parser.add_argument("--reference", default=SHIPPED,
+                        help="the recipe paired differences are taken against (default: the shipped one)")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    parser.add_argument("--occlusion", type=Path, help="benchmarks.occlusion_check's JSON: also a table on its images")
+    parser.add_argument("--beside-occlusion", nargs="+", default=[SHIPPED, PREVIOUS, "gradcam@last"],
+                        help="recipes set beside occlusion on its images")
     args = parser.parse_args(argv)
     sweep = json.loads(args.sweep.read_text())
     table = recipe_table(sweep, args.reference)
@@ -78,11 +100,26 @@ def main(argv: list[str] | None = None) -> int:
               "mean_box_area_fraction": round(float(np.mean([r["box_area_fraction"] for r in rows])), 5)}
     if rows and "checkpoint_probability" in rows[0]:
         header["checkpoint_mean_probability"] = round(float(np.mean([r["checkpoint_probability"] for r in rows])), 4)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({**header, "recipes": table}, indent=1) + "\n")
+    figures = {**header, "recipes": table}
     print(json.dumps(header))
     print(markdown(table, args.reference))
+    if args.occlusion is not None:
+        occlusion = json.loads(args.occlusion.read_text())
+        subset = with_occlusion(sweep, occlusion, args.beside_occlusion)
+        occ_table = recipe_table(subset, args.reference)
+        for entry in occ_table:
+            if entry["recipe"] != "occlusion":
+                entry["to_occlusion_median"] = round(float(np.median(
+                    [row[entry["recipe"]]["to_occlusion"] for row in subset["images"]])), 4)
+        figures["occlusion"] = {"settings": occlusion.get("settings"), "images": len(subset["images"]),
+                                "recipes": occ_table}
+        print(f"\nOn the {len(subset['images'])} images occlusion covered ({occlusion.get('settings')}):")
+        print(markdown(occ_table, args.reference))
+        print("median distance of each peak to the occlusion peak (long side):",
+              {e["recipe"]: e["to_occlusion_median"] for e in occ_table if "to_occlusion_median" in e})
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(figures, indent=1) + "\n")
     return 0
 
 

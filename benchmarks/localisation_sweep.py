@@ -46,8 +46,10 @@ from monai_fracture.model.gradcam import energy_in_boxes, scale_to_unit
 logger = logging.getLogger("benchmarks.localisation_sweep")
 
 LAYERS = ("_blocks.2", "_blocks.3", "_blocks.4", "_blocks.5", "last")
-SHIPPED = "layercam@_blocks.4+last,product"
-CHECKED = (SHIPPED, "layercam@_blocks.2,flip", "layercam@_blocks.3+last,mean,x2", "gradcam@last", "gradcampp@last")
+SHIPPED = "layercam@_blocks.2+_blocks.5,mean"  # what Classifier.heatmap does by default (the self-check says so)
+PREVIOUS = "layercam@_blocks.4+last,product"  # the default before the sweep
+CHECKED = (SHIPPED, PREVIOUS, "layercam@_blocks.2,flip", "layercam@_blocks.3+last,mean,x2", "gradcam@last",
+           "gradcampp@last")
 
 
 def recipes(layers: tuple[str, ...] = LAYERS) -> list[str]:
@@ -126,7 +128,7 @@ def _fuse(maps: dict[str, torch.Tensor], layers: list[str], fusion: str) -> torc
     return scaled.prod(0) if fusion == "product" else scaled.mean(0)
 
 
-def _to_source(stack: torch.Tensor, processed, shape: tuple[int, int]) -> np.ndarray:
+def to_source(stack: torch.Tensor, processed, shape: tuple[int, int]) -> np.ndarray:
     """(K, H, W) network-input maps -> (K, rows, cols) source maps, each scaled to [0, 1] (``Classifier.heatmap``)."""
     restored = undo_spatial_operations(stack.float(), getattr(processed, "applied_operations", None) or [])
     if tuple(restored.shape[1:]) != tuple(shape):
@@ -166,15 +168,19 @@ def all_maps(classifier: Classifier, passes: LayerPasses, image: np.ndarray, met
             if settings["heatmap_flip"]:
                 value = (value + _fuse(flipped, layers, settings["heatmap_fusion"])) / 2
             fused.append(value[0])
-        out.update(zip(group, _to_source(torch.cat(fused), processed, image.shape)))
+        out.update(zip(group, to_source(torch.cat(fused), processed, image.shape)))
     apply_recipe(classifier, "default")
     return out
 
 
 def self_check(classifier: Classifier, passes: LayerPasses, image: np.ndarray, meta: dict) -> dict[str, float]:
-    """Largest difference between this module's maps and ``Classifier.heatmap`` per checked recipe."""
+    """Largest difference between this module's maps and ``Classifier.heatmap`` per checked recipe.
+
+    ``default`` compares ``SHIPPED`` with the map of the classifier's own defaults.
+    """
     mine = all_maps(classifier, passes, image, meta, list(CHECKED))
-    differences = {}
+    apply_recipe(classifier, "default")
+    differences = {"default": float(np.abs(classifier.heatmap(image, meta) - mine[SHIPPED]).max())}
     for name in CHECKED:
         apply_recipe(classifier, name)
         differences[name] = float(np.abs(classifier.heatmap(image, meta) - mine[name]).max())

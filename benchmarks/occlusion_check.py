@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from benchmarks.localisation import true_positives, validation_frame
-from benchmarks.localisation_sweep import outside_distance, peak_of
+from benchmarks.localisation_sweep import to_source, outside_distance, peak_of
 from monai_fracture.model import Classifier
-from monai_fracture.model.gradcam import energy_in_boxes, scale_to_unit
+from monai_fracture.model.gradcam import energy_in_boxes
 
 logger = logging.getLogger("benchmarks.occlusion_check")
 
@@ -45,7 +45,7 @@ def occlusion_map(classifier: Classifier, image: np.ndarray, meta: dict, mask_si
                                          activate=lambda logits: torch.softmax(logits, 1))
         occluded, _ = occlusion(inputs)
     drop = torch.relu(baseline - occluded[:, 1:2])  # (1, 1, H, W)
-    return scale_to_unit(classifier._to_source_geometry(drop[0], processed, image.shape))
+    return to_source(drop[0], processed, image.shape)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
