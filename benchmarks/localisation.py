@@ -14,8 +14,11 @@ there), the Grad-CAM of the fracture class is computed by ``Classifier.heatmap``
   boxes' share of the image area (what a uniform map would score).
 
 ``--recipes`` compare heatmap recipes (``benchmarks.localisation.parse_recipe``; default: what
-``score`` ships). Writes
-``localisation.json`` (summary + per-image rows) and an overlay panel of the first images.
+``score`` ships), one ``Classifier.heatmap`` call each; ``benchmarks.localisation_sweep`` runs many
+recipes from shared passes. ``--checkpoint`` maps the heatmaps of a ``benchmarks.fracatlas_cv``
+training checkpoint (copied first; EMA weights when kept) on the same true positives of ``--model``,
+so box-guided training can be compared image by image. Writes ``localisation.json`` (summary with
+bootstrap 95% intervals + per-image rows) and an overlay panel of the first images.
 """
 
 from __future__ import annotations
