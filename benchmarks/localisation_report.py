@@ -26,6 +26,8 @@ TOLERANCES = (0.0, 0.05, 0.1)
 
 def passes(recipe: str) -> float:
     """Network passes per heatmap, in units of one forward and backward pass at the model's input size."""
+    if recipe == "occlusion":
+        return float("nan")  # forward passes only, hundreds of them (benchmarks.occlusion_check)
     units = 4.0 if ",x2" in recipe else 1.0
     return units * (2 if ",flip" in recipe else 1)
 
@@ -75,7 +77,7 @@ def markdown(table: list[dict], reference: str) -> str:
              "|---|---|---|---|---|---|---|"]
     for e in sorted(table, key=lambda e: (-e["hit_0.1"], -e["hit_0.0"], e["passes"])):
         lines.append(
-            f"| `{e['recipe']}` | {e['passes']:g} | {e['hit_0.0']:.2f} [{e['hit_0.0_ci95'][0]:.2f}, {e['hit_0.0_ci95'][1]:.2f}]"
+            f"| `{e['recipe']}` | {'n/a' if np.isnan(e['passes']) else format(e['passes'], 'g')} | {e['hit_0.0']:.2f} [{e['hit_0.0_ci95'][0]:.2f}, {e['hit_0.0_ci95'][1]:.2f}]"
             f" | {e['hit_0.05']:.2f} | {e['hit_0.1']:.2f} [{e['hit_0.1_ci95'][0]:.2f}, {e['hit_0.1_ci95'][1]:.2f}]"
             f" | {e['minus_reference_hit_0.1_ci95'][0]:+.2f} to {e['minus_reference_hit_0.1_ci95'][1]:+.2f}"
             f" | {e['energy_mean']:.3f} ({e['energy_median']:.3f}) |")
