@@ -14,8 +14,11 @@ there), the Grad-CAM of the fracture class is computed by ``Classifier.heatmap``
   boxes' share of the image area (what a uniform map would score).
 
 ``--recipes`` compare heatmap recipes (``benchmarks.localisation.parse_recipe``; default: what
-``score`` ships). Writes
-``localisation.json`` (summary + per-image rows) and an overlay panel of the first images.
+``score`` ships), one ``Classifier.heatmap`` call each; ``benchmarks.localisation_sweep`` runs many
+recipes from shared passes. ``--checkpoint`` maps the heatmaps of a ``benchmarks.fracatlas_cv``
+training checkpoint (copied first; EMA weights when kept) on the same true positives of ``--model``,
+so box-guided training can be compared image by image. Writes ``localisation.json`` (summary with
+bootstrap 95% intervals + per-image rows) and an overlay panel of the first images.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -100,36 +104,93 @@ def validation_frame(data_dir: Path, model: Path) -> pd.DataFrame:
     return val
 
 
-def evaluate(classifier: Classifier, val: pd.DataFrame, data_dir: Path, recipes: list[str],
-             tolerance: float, limit: int | None, progress_file: Path | None = None, skip: int = 0) -> list[dict]:
-    """Per-image records for the true positives; ``progress_file`` gets the rows so far after each image."""
-    positives = val[val["label"] == 1].iloc[skip:]
-    rows: list[dict] = []
-    for _, entry in positives.iterrows():
-        if limit is not None and len(rows) >= limit:
-            break
+def true_positives(selector: Classifier, val: pd.DataFrame, data_dir: Path, limit: int | None = None,
+                   skip: int = 0) -> Iterator[tuple[pd.Series, np.ndarray, dict, float, list]]:
+    """Fractured validation images ``selector`` calls positive, with their boxes: (row, image, meta, p, boxes).
+
+    Images the reader turns (EXIF orientation: read shape differs from the stored ``height`` x
+    ``width`` the YOLO boxes refer to) are dropped, as ``benchmarks.fracatlas_cv`` drops their boxes.
+    """
+    found = 0
+    for _, entry in val[val["label"] == 1].iloc[skip:].iterrows():
+        if limit is not None and found >= limit:
+            return
         name = Path(entry["path"]).stem
         try:
             image, meta = read_image(data_dir / entry["path"])
         except ImageReadError as err:
             logger.warning("%s: %s", entry["path"], err)
             continue
-        probability = float(classifier.score([(image, meta)])[0])
-        if probability < classifier.threshold:
+        if "height" in entry and tuple(image.shape) != (int(entry["height"]), int(entry["width"])):
+            logger.warning("%s: read as %s, boxes refer to %sx%s: skipped", entry["path"], image.shape,
+                           entry["height"], entry["width"])
+            continue
+        probability = float(selector.score([(image, meta)])[0])
+        if probability < selector.threshold:
             continue  # true positives only: a missed fracture has no evidence to point at
         boxes = yolo_boxes(data_dir / "annotations" / "yolo" / f"{name}.txt", *image.shape)
         if not boxes:
             continue
+        found += 1
+        yield entry, image, meta, probability, boxes
+
+
+def checkpoint_classifier(checkpoint: Path, like_model: Path, work_dir: Path, ema: bool = True) -> Classifier:
+    """A ``Classifier`` on the network of a ``benchmarks.fracatlas_cv`` checkpoint (its EMA weights when it keeps them).
+
+    The checkpoint is copied first (the training job replaces it every few steps; it is never opened
+    in place). Its recipe gives the network and input size; preprocessing is the runner's: the
+    scoring preset at that size with ``tf`` normalisation (``fracatlas_cv.NORMALIZATION``). The
+    threshold is ``like_model``'s: a checkpoint has none of its own.
+    """
+    import shutil
+
+    from benchmarks.fracatlas_cv import NORMALIZATION
+    from monai_fracture.model.package import MODEL_INFO, MODEL_WEIGHTS, safe_torch_load
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    copy = work_dir / "checkpoint_copy.pt"
+    shutil.copyfile(checkpoint, copy)
+    state = safe_torch_load(copy)
+    recipe = json.loads(state["recipe"])
+    weights = state["net"]
+    if ema and state.get("ema"):
+        weights = {k.removeprefix("module."): v for k, v in state["ema"].items() if k != "n_averaged"}
+    info = ModelInfo.load(like_model / MODEL_INFO)
+    info.name, info.version = f"checkpoint_{checkpoint.parent.parent.name}_{checkpoint.parent.name}", \
+        f"epoch{state['epoch']}_step{state['step']}"
+    info.network = {**info.network, "name": recipe["network"]}
+    info.preprocessing = {"modality": "xr", "size": int(recipe["size"]), "normalization": NORMALIZATION}
+    info.exports = {}
+    folder = work_dir / "checkpoint_model"
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(weights, folder / MODEL_WEIGHTS)
+    info.save(folder / MODEL_INFO)
+    logger.info("checkpoint %s: epoch %s step %s, %s weights", checkpoint, state["epoch"], state["step"],
+                "EMA" if weights is not state["net"] else "network")
+    return Classifier(folder, backend="fp32")
+
+
+def evaluate(classifier: Classifier, val: pd.DataFrame, data_dir: Path, recipes: list[str],
+             tolerance: float, limit: int | None, progress_file: Path | None = None, skip: int = 0,
+             selector: Classifier | None = None) -> list[dict]:
+    """Per-image records for the true positives (of ``selector``, default ``classifier``); ``progress_file``
+    gets the rows so far after each image."""
+    rows: list[dict] = []
+    for entry, image, meta, probability, boxes in true_positives(selector or classifier, val, data_dir, limit, skip):
+        name = Path(entry["path"]).stem
         record = {"path": entry["path"], "probability": round(probability, 4), "shape": list(image.shape),
                   "box_area_fraction": round(energy_in_boxes(np.ones(image.shape, np.float32), boxes), 4),
                   "boxes": [[round(v, 1) for v in b] for b in boxes]}
+        if selector is not None and selector is not classifier:
+            record["checkpoint_probability"] = round(float(classifier.score([(image, meta)])[0]), 4)
         slack = tolerance * max(image.shape)
         for key in recipes:
             apply_recipe(classifier, key)
             started = time.perf_counter()
             cam = classifier.heatmap(image, meta)
             seconds = time.perf_counter() - started
-            peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
+            peak = np.unravel_index(int(np.argmax(np.round(cam, 4))), cam.shape)  # as hot_region
             record[key] = {"hit": any(point_in_box(peak, b, slack) for b in boxes),
                            "energy": round(energy_in_boxes(cam, boxes), 4), "seconds": round(seconds, 3),
                            "peak": [int(peak[0]), int(peak[1])]}
@@ -141,6 +202,18 @@ def evaluate(classifier: Classifier, val: pd.DataFrame, data_dir: Path, recipes:
     return rows
 
 
+def bootstrap_ci(values, seed: int = 0, resamples: int = 10000) -> list[float]:
+    """Percentile bootstrap 95% interval of the mean over images (``scipy.stats.bootstrap``)."""
+    from scipy.stats import bootstrap
+
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2 or np.all(values == values[0]):
+        return [round(float(values.mean()), 4)] * 2 if len(values) else [float("nan")] * 2
+    result = bootstrap((values,), np.mean, confidence_level=0.95, n_resamples=resamples, method="percentile",
+                       random_state=np.random.default_rng(seed))
+    return [round(float(result.confidence_interval.low), 4), round(float(result.confidence_interval.high), 4)]
+
+
 def summarise(rows: list[dict], tolerances: tuple[float, ...] = (0.05, 0.1)) -> dict:
     """Hit rates (at the run's tolerance and at ``tolerances`` of the long side) and energy in box per variant."""
     keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, dict)})
@@ -150,7 +223,8 @@ def summarise(rows: list[dict], tolerances: tuple[float, ...] = (0.05, 0.1)) -> 
         scored = [r for r in rows if key in r]
         hits = [r[key]["hit"] for r in scored]
         energy = [r[key]["energy"] for r in scored]
-        summary[key] = {"hit_rate": round(float(np.mean(hits)), 4), "hits": int(np.sum(hits)), "n": len(hits),
+        summary[key] = {"hit_rate": round(float(np.mean(hits)), 4), "hit_rate_ci95": bootstrap_ci(hits),
+                        "hits": int(np.sum(hits)), "n": len(hits),
                         "seconds_median": round(float(np.median([r[key]["seconds"] for r in scored])), 3),
                         "energy_in_box_mean": round(float(np.mean(energy)), 4),
                         "energy_in_box_median": round(float(np.median(energy)), 4)}
@@ -158,6 +232,7 @@ def summarise(rows: list[dict], tolerances: tuple[float, ...] = (0.05, 0.1)) -> 
             grown = [any(point_in_box(tuple(r[key]["peak"]), tuple(b), tolerance * max(r["shape"])) for b in r["boxes"])
                      for r in scored]
             summary[key][f"hit_rate_tolerance_{tolerance}"] = round(float(np.mean(grown)), 4)
+            summary[key][f"hit_rate_tolerance_{tolerance}_ci95"] = bootstrap_ci(grown)
     return summary
 
 
@@ -202,18 +277,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="stop after this many true positives")
     parser.add_argument("--skip", type=int, default=0, help="skip this many fractured validation images first")
     parser.add_argument("--panel", type=Path, help="also write an overlay panel PNG here")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--checkpoint", type=Path,
+                        help="map this benchmarks.fracatlas_cv checkpoint's heatmaps on --model's true positives "
+                             "(copied into --out first; EMA weights when it keeps them)")
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
-    classifier = Classifier(args.model, backend="fp32")
+    selector = Classifier(args.model, backend="fp32")
+    classifier = checkpoint_classifier(args.checkpoint, args.model, args.out) if args.checkpoint else selector
     val = validation_frame(args.data, args.model)
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = evaluate(classifier, val, args.data, args.recipes, args.tolerance, args.limit,
-                    progress_file=args.out / "localisation.partial.json", skip=args.skip)
+                    progress_file=args.out / "localisation.partial.json", skip=args.skip, selector=selector)
     summary = summarise(rows)
-    summary.update({"model": classifier.model_id, "threshold": classifier.threshold, "tolerance": args.tolerance,
+    summary.update({"model": classifier.model_id, "true_positives_of": selector.model_id,
+                    "threshold": selector.threshold, "tolerance": args.tolerance,
                     "validation_images": len(val), "validation_fractured": int((val["label"] == 1).sum()),
                     "wall_seconds": round(time.perf_counter() - started, 1)})
     args.out.mkdir(parents=True, exist_ok=True)

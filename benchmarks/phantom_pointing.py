@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 RECIPES = [
+    "layercam@_blocks.2+_blocks.5,mean", "layercam@_blocks.2+_blocks.5,product", "layercam@_blocks.2+last,product",
     "gradcam@last", "gradcampp@last", "layercam@last", "gradcam@_blocks.4", "layercam@_blocks.4",
     "layercam@_blocks.3", "layercam@_blocks.2", "layercam@_blocks.5", "layercam@_blocks.4+last",
     "layercam@_blocks.4+last,product", "layercam@_blocks.4+_blocks.5+last", "gradcam@_blocks.4+_blocks.5+last",

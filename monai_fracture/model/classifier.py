@@ -125,7 +125,7 @@ class Classifier:
     # Heatmap recipe (model.gradcam), shipped defaults; set on an instance to compare others.
     heatmap_layer: str | Sequence[str] | None = None  # None = the family default (model.gradcam.default_layers)
     heatmap_method = "layercam"
-    heatmap_fusion = "product"  # keeps what both layers agree on: a tighter region than the mean
+    heatmap_fusion = "mean"  # of the family's layers: the best FracAtlas pointing (docs/validation.md, Localisation)
     heatmap_flip = False
     heatmap_scale = 1.0  # >1: the heatmap pass alone sees a larger input
 

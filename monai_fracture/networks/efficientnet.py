@@ -168,11 +168,13 @@ def _image_size(name: str) -> int:
 
 # The head is ``_fc`` (a Linear after global pooling and dropout); Grad-CAM reads ``_conv_head``,
 # the last convolution (1280 channels), the finest map that still sees the whole receptive field.
-# The default heatmap multiplies LayerCAM of ``_blocks.4`` (the last stride-16 stage: a 20 x 20 grid
-# at 320 px) with that of ``_conv_head`` (10 x 10): resolution from one, class specificity from the other.
+# The default heatmap is the mean (``Classifier.heatmap_fusion``) of LayerCAM on ``_blocks.2`` (the
+# stride-8 stage: a 40 x 40 grid at 320 px, fine enough for a fracture line) and on ``_blocks.5``
+# (stride 32, 10 x 10: class specific): chosen by a rule fixed in advance over ~60 recipes measured on
+# every FracAtlas validation true positive and on the phantoms (docs/validation.md, Localisation).
 _COMMON = {"build": _build, "head": "_fc", "gradcam_layer": "_conv_head", "load_pretrained": _load_pretrained,
            "prepare_export": _prepare_export, "image_size": _image_size,
-           "heatmap_layers": ("_blocks.4", "_conv_head")}
+           "heatmap_layers": ("_blocks.2", "_blocks.5")}
 EFFICIENTNET_LITE = register_family(NetworkFamily(
     name="efficientnet-lite", names=tuple(LITE_PARAMS), owns=lambda net: isinstance(net, EfficientNetLite), **_COMMON))
 EFFICIENTNET = register_family(NetworkFamily(
