@@ -12,9 +12,10 @@ through the recorded resize onto the source pixels.
 Why LayerCAM on two layers by default: the last convolution of an EfficientNet sees a 320-px
 input as a 10 x 10 grid, coarser than a fracture; Grad-CAM on a finer stage averages the
 gradients per channel and loses class specificity there. LayerCAM weights every position by its
-own positive gradient, so the stride-16 stage (``_blocks.4``) gives a sharp, class-specific
-map; multiplied with the last convolution's map it keeps only what both agree on. Figures per
-recipe in docs/validation.md.
+own positive gradient, so a fine stage gives a sharp, class-specific map. The family declares
+its layers (EfficientNet: the mean of LayerCAM on ``_blocks.2``, stride 8, and ``_blocks.5``,
+stride 32), chosen by a rule stated in advance on the FracAtlas validation true positives among
+recipes that keep the phantom pointing test; figures per recipe in docs/validation.md.
 
 Why two implementations of LayerCAM: ``class_activation_map`` is the reference (MONAI's
 ``ModelWithHooks``, one image, a full ``backward()`` with weight gradients down to the input);
