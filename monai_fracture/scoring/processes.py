@@ -55,10 +55,25 @@ def report_pool(workers: int) -> Executor:
     if workers <= 0:
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="reports")
     if "fork" in multiprocessing.get_all_start_methods():
-        return ProcessPoolExecutor(
+        pool = ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("fork"), initializer=_ignore_sigint
         )
+        start_workers_now(pool)
+        return pool
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reports")
+
+
+def start_workers_now(pool: ProcessPoolExecutor) -> None:
+    """Fork the workers of ``pool`` now, not at the first submitted study.
+
+    A forked worker keeps a copy-on-write image of its parent as it was at the fork. Forked at
+    the first study, a report worker would inherit the model backend (ONNX Runtime's buffers, the
+    batches the backend choice ran) and keep those pages while the parent rewrites its own copy:
+    hundreds of MB of summed PSS (docs/performance.md, Memory). Forked here, before the model
+    runs, it inherits little more than the imported modules. With the fork context a pool starts
+    all its workers at the first submit, so one task starts them all.
+    """
+    pool.submit(os.getpid).result()
 
 
 @contextmanager
