@@ -300,7 +300,6 @@ def run(ctx: BenchContext, workers: int = WORKERS) -> Section:
             "main_uss": _mib_timing([r.peak_main_uss for r in runs[n]]),
             "main_rss": _mib_timing([r.peak_main_rss for r in runs[n]]),
             "children_pss": _mib_timing([r.peak_children_pss for r in runs[n]]),
-            "ru_maxrss": _mib_timing([r.ru_maxrss for r in runs[n]]),
             "wall": Timing([r.wall_s for r in runs[n]]),
         }
 
@@ -345,7 +344,8 @@ def run(ctx: BenchContext, workers: int = WORKERS) -> Section:
         "outputs": "defaults: results.csv, manifest.json, journal, SR per study (+ KOS when positive), "
                    "Grad-CAM region of each positive image",
         "memory_notion": f"ratio on the peak {label}; sampled every {SAMPLE_S * 1000:.0f} ms; summed RSS counts "
-                         "pages shared by forked workers once per process; ru_maxrss is the largest single process; "
+                         "pages shared by forked workers once per process; ru_maxrss (in runs) is not a figure of the run: Linux keeps "
+                         "the high-water mark of the process that exec'd it (this benchmark); "
                          "USS = private pages of the main process",
         "phases": "start-up = from exec until the log line 'runs on backend' (imports, model, first batch, "
                   "backend choice); streaming = after it",

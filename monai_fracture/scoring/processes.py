@@ -27,6 +27,32 @@ def _ignore_sigint() -> None:
     # and the main process decides what to do.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
+    return_large_buffers()
+
+
+#: glibc ``mallopt`` parameter number of the mmap threshold (malloc.h).
+_M_MMAP_THRESHOLD = -3
+LARGE_BUFFER_BYTES = 1 << 20
+
+
+def return_large_buffers() -> bool:
+    """glibc: serve every allocation of 1 MiB or more by ``mmap``, so freeing it gives it back to the system.
+
+    By default glibc raises its mmap threshold up to 32 MiB after the first large buffer is freed;
+    from then on decoded 2048x2048 images, heatmaps and ONNX Runtime's activations come from the heap,
+    whose freed pages the process keeps (summed PSS of a run grew by hundreds of MB, see
+    docs/performance.md, Memory). A fixed threshold also stops that adjustment; the speed of
+    decoding and inference measured the same. Returns False where there is no glibc (a no-op).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, LARGE_BUFFER_BYTES))
+    except (OSError, AttributeError):  # musl and others: no mallopt
+        return False
 
 
 def _die_with_parent() -> None:
@@ -80,8 +106,11 @@ def start_workers_now(pool: ProcessPoolExecutor) -> None:
 def model_threads(device: torch.device, decode_workers: int, report_workers: int) -> Iterator[list[int]]:
     """Give the model the cores that decode workers and report writers leave (CPU only), then restore.
 
+    Also makes this process return large freed buffers to the system (``return_large_buffers``).
+
     Yields a one-element list that holds, on exit, the thread count the model ran with.
     """
+    return_large_buffers()  # before the backend is chosen and decode workers fork (they inherit it)
     threads = torch.get_num_threads()
     if decode_workers > 0 and device.type == "cpu":
         # decode workers and report writers need cores too: do not oversubscribe
