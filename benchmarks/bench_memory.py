@@ -322,7 +322,8 @@ def run(ctx: BenchContext, workers: int = WORKERS) -> Section:
     rss_ratio = fig[N_LARGE]["rss"].median / fig[N_SMALL]["rss"].median
     rows[1].baseline = rows[0].case
     rows[1].ratio = ratio
-    rows[1].ratio_meaning = f"peak {label} at {N_LARGE} files / at {N_SMALL} files (lower is better); ratio target <= {TARGET}"
+    rows[1].ratio_meaning = (f"peak {label} at {N_LARGE} files / at {N_SMALL} files (lower is better); "
+                             f"ratio target <= {TARGET}")
     rows[1].passed = rows[1].passed and ratio <= TARGET
     rows[1].target = f"<= {LIMIT_MIB:.0f} MiB, ratio <= {TARGET}"
     rows[1].extra["ratio_summed_rss"] = rss_ratio
@@ -340,11 +341,13 @@ def run(ctx: BenchContext, workers: int = WORKERS) -> Section:
         "command": f"python -m monai_fracture -v score DIR --out FRESH --workers {workers} --no-progress "
                    "(MONAI_FRACTURE_CACHE empty, so the backend choice is measured as on a first run)",
         "data": f"{N_SMALL} generated DICOM DX radiographs, {SIZE}, uncompressed (generate_demo_dataset seed {SEED}); "
-                f"{N_LARGE} = those plus {N_LARGE // N_SMALL - 1} copies of each with new patient/study/series/SOP UIDs",
+                f"{N_LARGE} = those plus {N_LARGE // N_SMALL - 1} copies of each with new patient/study/series/SOP "
+                "UIDs",
         "outputs": "defaults: results.csv, manifest.json, journal, SR per study (+ KOS when positive), "
                    "Grad-CAM region of each positive image",
         "memory_notion": f"ratio on the peak {label}; sampled every {SAMPLE_S * 1000:.0f} ms; summed RSS counts "
-                         "pages shared by forked workers once per process; ru_maxrss (in runs) is not a figure of the run: Linux keeps "
+                         "pages shared by forked workers once per process; ru_maxrss (in runs) is not a figure "
+                         "of the run: Linux keeps "
                          "the high-water mark of the process that exec'd it (this benchmark); "
                          "USS = private pages of the main process",
         "phases": "start-up = from exec until the log line 'runs on backend' (imports, model, first batch, "
