@@ -39,7 +39,7 @@ def rss():
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 big = bytearray(16 << 20)
 del big  # glibc's default then serves buffers under 16 MiB from the heap, and keeps them when freed
-buffers = [bytearray(2 << 20) for _ in range(12)]  # 24 MiB, touched
+buffers = [bytearray(12 << 20) for _ in range(2)]  # 24 MiB, touched
 after = bytearray(64)
 held = rss()
 del buffers

@@ -32,17 +32,19 @@ def _ignore_sigint() -> None:
 
 #: glibc ``mallopt`` parameter number of the mmap threshold (malloc.h).
 _M_MMAP_THRESHOLD = -3
-LARGE_BUFFER_BYTES = 1 << 20
+LARGE_BUFFER_BYTES = 8 << 20
 
 
 def return_large_buffers() -> bool:
-    """glibc: serve every allocation of 1 MiB or more by ``mmap``, so freeing it gives it back to the system.
+    """glibc: serve every allocation of 8 MiB or more by ``mmap``, so freeing it gives it back to the system.
 
     By default glibc raises its mmap threshold up to 32 MiB after the first large buffer is freed;
     from then on decoded 2048x2048 images, heatmaps and ONNX Runtime's activations come from the heap,
     whose freed pages the process keeps (summed PSS of a run grew by hundreds of MB, see
-    docs/performance.md, Memory). A fixed threshold also stops that adjustment; the speed of
-    decoding and inference measured the same. Returns False where there is no glibc (a no-op).
+    docs/performance.md, Memory). A fixed threshold also stops that adjustment. 8 MiB, not lower:
+    a 2048x2048 image's buffers are larger, while the activations of a few images at 320 px stay
+    on the heap and are reused instead of being mapped and faulted in again on every call.
+    Returns False where there is no glibc (a no-op).
     """
     if not sys.platform.startswith("linux"):
         return False
