@@ -192,3 +192,36 @@ def test_images_per_call_is_measured_on_long_cpu_runs_and_keeps_values(model_dir
     for size in (1, 3, len(batch)):
         backend.micro_batch = size
         assert np.max(np.abs(backend.predict_proba(batch) - whole)) < 1e-5
+
+
+def test_backend_choice_calls_the_network_with_few_images_at_a_time(model_dir, batch, monkeypatch):
+    """Checking and racing backends on a whole batch held ~0.6 GB of fp32 activations at once (issue 15)."""
+    from monai_fracture.model import backend_choice
+    from monai_fracture.model.backend_choice import CHOICE_IMAGES_PER_CALL
+
+    model = load_model(model_dir)
+    threshold = _threshold(model, batch)
+    seen: list[int] = []
+    recording = [True]
+    real_step = backend_choice._best_micro_batch
+
+    def images_per_call_step(backend, batch, *args, **kwargs):  # the run's own call size is measured after
+        recording[0] = False
+        return real_step(backend, batch, *args, **kwargs)
+
+    monkeypatch.setattr(backend_choice, "_best_micro_batch", images_per_call_step)
+    hook = model.network.register_forward_pre_hook(lambda module, args: recording[0] and seen.append(len(args[0])))
+    try:  # channels_last/bf16 copies of the network carry the hook too
+        backend, choice = choose_backend(model, batch, threshold, measure=True, repeats=1, use_cache=False)
+    finally:
+        hook.remove()
+    assert len(batch) > CHOICE_IMAGES_PER_CALL and seen and not recording[0]
+    assert max(seen) <= CHOICE_IMAGES_PER_CALL <= 4, seen
+    assert backend.micro_batch == choice.micro_batch  # set by the images-per-call step, not left at the choice's
+    assert np.max(np.abs(backend.predict_proba(batch) - build_backend("fp32", model).predict_proba(batch))) < 1e-5
+
+
+def test_onnx_runtime_session_keeps_no_cpu_arena(model_dir):
+    """The arena kept the peak of the largest batch it had seen (~0.3 GB at 16 x 320 px) for the whole run."""
+    onnx = build_backend("onnx", load_model(model_dir))
+    assert onnx.forward.session.get_session_options().enable_cpu_mem_arena is False

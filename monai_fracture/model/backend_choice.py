@@ -3,9 +3,13 @@
 ``choose_backend`` is the rule scoring follows with ``--backend auto``: a candidate qualifies
 when its P(fracture) on a real batch stays within ``tolerance`` (1e-3) of fp32 and every
 decision at the model's threshold is identical; among those the fastest (best of a few timed
-calls at the run's batch size, taking turns) wins. The measurement is cached per model, device, machine and
+passes over the run's first batch, taking turns) wins. The measurement is cached per model, device, machine and
 batch size (``model.backend_cache``), so later runs only re-check agreement on their first batch.
 It runs once per model and run, from ``Classifier.prepare``.
+
+Every network call of the choice sees at most ``CHOICE_IMAGES_PER_CALL`` images: eager fp32 on a
+whole batch of 16 at 320 px held about 0.6 GB of activations at once, the largest transient of a
+scoring run (docs/performance.md, Memory). Probabilities do not depend on how a batch is split.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from monai_fracture.model.package import LoadedModel
 logger = logging.getLogger(__name__)
 
 DEFAULT_TOLERANCE = 1e-3
+#: Images per network call while backends are checked and raced (memory: see the module docstring).
+CHOICE_IMAGES_PER_CALL = 4
 
 
 @dataclass
@@ -92,6 +98,7 @@ def _try(name: str, model: LoadedModel, batch: torch.Tensor, reference: np.ndarr
     trial = Trial(name)
     try:
         backend = runtime.build_backend(name, model, device, threads=threads)
+        backend.micro_batch = CHOICE_IMAGES_PER_CALL
         probabilities = backend.predict_proba(batch)
     except (BackendUnavailable, RuntimeError, ImportError) as err:
         trial.reason = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -154,6 +161,7 @@ def choose_backend(
     batch = torch.as_tensor(batch).as_subclass(torch.Tensor) if hasattr(batch, "as_tensor") else batch
     backend, choice = _choose(model, batch, threshold, requested, device, measure, tolerance, threads, repeats,
                               use_cache)
+    backend.micro_batch = None  # the choice's own call size; a run's is measured below
     if device.type != "cpu" or len(batch) < 2:
         return backend, choice
     key = cache_key(model, device, len(batch), threads)
@@ -176,9 +184,11 @@ def _choose(model: LoadedModel, batch: torch.Tensor, threshold: float, requested
     if model.format != "pytorch":
         return runtime.build_backend(model.format, model, device, threads), BackendChoice(model.format, "native", tolerance, size)
     reference_backend = runtime.build_backend("fp32", model, device)
+    reference_backend.micro_batch = CHOICE_IMAGES_PER_CALL
     reference = reference_backend.predict_proba(batch)
     if requested != "auto":
         backend = reference_backend if requested == "fp32" else runtime.build_backend(requested, model, device, threads)
+        backend.micro_batch = CHOICE_IMAGES_PER_CALL
         trial = Trial(requested, accepted=True)
         trial.max_abs_difference, trial.decisions_identical = _agreement(reference, backend.predict_proba(batch), threshold)
         if trial.max_abs_difference > tolerance or not trial.decisions_identical:
@@ -228,4 +238,4 @@ def _choose(model: LoadedModel, batch: torch.Tensor, threshold: float, requested
     return reference_backend, BackendChoice("fp32", "default", tolerance, size, trials)
 
 
-__all__ = ["DEFAULT_TOLERANCE", "BackendChoice", "Trial", "choose_backend"]
+__all__ = ["CHOICE_IMAGES_PER_CALL", "DEFAULT_TOLERANCE", "BackendChoice", "Trial", "choose_backend"]

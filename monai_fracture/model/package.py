@@ -238,6 +238,9 @@ class OnnxNetwork:
         self.path = Path(path)
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # No CPU arena: it keeps the peak of every batch shape it has seen (the backend choice runs whole
+        # batches) for the life of the session; without it, speed measured the same (docs/performance.md)
+        options.enable_cpu_mem_arena = False
         if threads:  # scoring shares the cores with decode workers: do not oversubscribe
             options.intra_op_num_threads = int(threads)
         try:
