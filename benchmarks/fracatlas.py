@@ -22,7 +22,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass
-from multiprocessing import Pool
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +93,9 @@ def build_cache(data_dir: Path, size: int, cache_file: Path, workers: int = 2) -
 
     jobs = [(str(data_dir / p), size) for p in labels["path"]]
     images, kept, failures = [], [], {}
-    with Pool(workers) as pool:
+    # spawn, not fork: forked from a process that already runs torch/ONNX threads (``make bench``'s
+    # inference section) the workers can inherit a held lock and hang before their first image
+    with get_context("spawn").Pool(workers) as pool:
         for rel, (array, reason) in tqdm(zip(labels["path"], pool.imap(_preprocess_one, jobs, chunksize=16)),
                                          total=len(jobs), desc=f"decode+resize {size}px", mininterval=5):
             if array is None:
