@@ -68,9 +68,8 @@ def parse_recipe(spec: str) -> dict:
 
 
 def apply_recipe(classifier: Classifier, spec: str) -> None:
-    """Set ``classifier``'s heatmap recipe (the shipped one first, so options not named fall back to it)."""
-    for key in ("heatmap_method", "heatmap_layer", "heatmap_fusion", "heatmap_flip", "heatmap_scale"):
-        vars(classifier).pop(key, None)  # back to the class defaults
+    """Set ``classifier``'s heatmap recipe (the model's own first, so options not named fall back to it)."""
+    classifier.use_model_heatmap_recipe()
     for key, value in parse_recipe(spec).items():
         setattr(classifier, key, value)
 
@@ -94,6 +93,9 @@ def validation_frame(data_dir: Path, model: Path) -> pd.DataFrame:
     info = ModelInfo.load(model / "model_info.json")
     recipe_values = (info.training_data or {}).get("recipe", {})
     recipe = Recipe(**{k: v for k, v in recipe_values.items() if k in Recipe.__dataclass_fields__})
+    if recipe.fold < 0:
+        raise SystemExit(f"{model} was trained on every development image (full fit): it has no validation fold. "
+                         "Pass --model a fold's model (benchmarks.ship_fracatlas benchmarks/out/cv/NAME/fold0 --to ...)")
     labels = pd.read_csv(data_dir / "labels.csv")
     usable = labels[labels["decodes"].astype(str).str.lower() == "true"].reset_index(drop=True)
     _, val_idx = split_indices(usable, recipe)
@@ -161,7 +163,7 @@ def checkpoint_classifier(checkpoint: Path, like_model: Path, work_dir: Path, em
         f"epoch{state['epoch']}_step{state['step']}"
     info.network = {**info.network, "name": recipe["network"]}
     info.preprocessing = {"modality": "xr", "size": int(recipe["size"]), "normalization": NORMALIZATION}
-    info.exports = {}
+    info.exports, info.heatmap = {}, {}  # a checkpoint has no heatmap recipe of its own: the defaults
     folder = work_dir / "checkpoint_model"
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(weights, folder / MODEL_WEIGHTS)

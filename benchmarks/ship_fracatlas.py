@@ -1,11 +1,22 @@
-"""Package a finished ``benchmarks.fracatlas`` run as the bundle's shipped FracAtlas model.
+"""Package a finished FracAtlas training run as the bundle's shipped model (weights, model_info.json, exports).
+
+A cross-validated recipe (``benchmarks.fracatlas_cv``): the full fit (or one fold's network), the
+threshold and the reported figures from the recipe's pooled out-of-fold (OOF) predictions
+(``benchmarks.fracatlas_oof`` writes ``summary.json``), and the heatmap recipe chosen for it
+(``benchmarks.localisation_report --out``; ``--heatmap`` names the row)::
+
+    .venv/bin/python -m benchmarks.ship_fracatlas benchmarks/out/cv/lite0_320_box0.2/full \
+        --oof benchmarks/results/fracatlas_cv/lite0_320_box0.2/summary.json \
+        --heatmap gradcam@last --heatmap-report docs/validation/localisation_box.json --version 0.2.0
+
+A single-split run (``benchmarks.fracatlas``, the first shipped model): the threshold chosen on its
+validation fold::
 
     .venv/bin/python -m benchmarks.ship_fracatlas benchmarks/out/fracatlas/lite0_224 \
         --to bundles/fracture_classification/models/fracatlas
 
-Writes ``model.pt`` (state dict) and ``model_info.json`` with the decision threshold chosen on
-the validation fold (the probabilities ``monai-fracture score`` computes: no test-time
-augmentation), the calibration figures, and the data and split it was trained on.
+Both write ``model.pt`` (state dict) and ``model_info.json``; ``--export`` adds ONNX and TorchScript
+(each checked against the PyTorch probabilities).
 """
 
 from __future__ import annotations
@@ -24,20 +35,122 @@ FRACATLAS_CITATION = (
 )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--to", type=Path, default=Path("bundles/fracture_classification/models/fracatlas"))
-    parser.add_argument("--version", default="0.1.0")
-    args = parser.parse_args(argv)
-    summary = json.loads((args.run_dir / "summary.json").read_text())
-    recipe, overall = summary["recipe"], summary["metrics"]["overall"]
+def heatmap_entry(spec: str, report: Path | None) -> dict:
+    """``METHOD@LAYER[+LAYER][,option]`` (``benchmarks.localisation`` syntax) -> ``ModelInfo.heatmap``, with its figures."""
+    from benchmarks.localisation import parse_recipe
+
+    settings = parse_recipe(spec)
+    entry = {"method": settings["heatmap_method"], "layers": list(settings["heatmap_layer"] or []) or None,
+             "fusion": settings["heatmap_fusion"], "flip": settings["heatmap_flip"], "scale": settings["heatmap_scale"],
+             "recipe": spec}
+    if report is not None:
+        figures = json.loads(report.read_text())
+        row = next((r for r in figures["recipes"] if r["recipe"] == spec), None)
+        if row is None:
+            raise SystemExit(f"{report}: no row for heatmap recipe {spec!r}")
+        if figures.get("chosen") != spec:
+            print(f"note: {report} chose {figures.get('chosen')!r} by its rule, not {spec!r}")
+        else:
+            entry["chosen_by"] = figures["rule"]
+        entry["localisation"] = {k: row[k] for k in ("n", "hit_0.0", "hit_0.0_ci95", "hit_0.1", "hit_0.1_ci95",
+                                                      "energy_mean") if k in row}
+        entry["localisation"]["measured_on"] = (f"FracAtlas validation true positives with boxes "
+                                                f"({figures.get('checkpoint') or figures.get('model')}); {report}")
+    return entry
+
+
+def cv_model_info(run_dir: Path, oof_summary: Path, version: str) -> tuple[dict, ModelInfo]:
+    """The network kwargs and ``ModelInfo`` of a ``benchmarks.fracatlas_cv`` full fit (or fold) run folder."""
+    from benchmarks.fracatlas_cv import NORMALIZATION
+
+    meta = json.loads((run_dir / "fold.json").read_text())
+    summary = json.loads(oof_summary.read_text())
+    recipe = meta["recipe"]
+    if summary.get("recipe") != recipe:
+        raise SystemExit(f"{oof_summary} pools another recipe than {run_dir}")
+    pooled = summary["pooled"]
+    folds = summary["folds_present"]
+    scope = "all five folds" if summary["complete"] else f"fold(s) {', '.join(map(str, folds))} only (more pending)"
     network_kwargs = {"name": recipe["network"], "spatial_dims": 2, "in_channels": 3, "num_classes": 2}
-    network = build_network(**network_kwargs, pretrained=False)
-    network.load_state_dict(safe_torch_load(args.run_dir / "model.pt"), strict=True)
+    trained_on = ("every usable development image (full fit)" if meta["fold"] == -1
+                  else f"grouped fold {meta['fold']}'s training part")
     info = ModelInfo(
         name="fracture_classification_fracatlas",
-        version=args.version,
+        version=version,
+        network=network_kwargs,
+        preprocessing={"modality": "xr", "size": recipe["size"], "normalization": NORMALIZATION},
+        threshold=float(pooled["threshold"]),
+        threshold_rule=(f"Youden's J maximum on the recipe's pooled out-of-fold probabilities ({scope}; "
+                        "benchmarks.fracatlas_oof), never on images the reporting model trained on"),
+        modality="xr",
+        training_data={
+            "dataset": "FracAtlas (development part), CC BY 4.0",
+            "citation": FRACATLAS_CITATION,
+            "trained_on": trained_on,
+            "train_images": meta["train_images"],
+            "train_fractured_with_boxes": meta["train_with_boxes"],
+            "split": f"StratifiedGroupKFold(n_splits={recipe['folds']}, shuffle, seed={recipe['seed']}) on 'group'",
+            "recipe": {**recipe, "fold": meta["fold"]},  # -1: the full fit, no validation fold of its own
+            "cpu_s": meta["cpu_s"],
+            "history": meta["history"],
+        },
+        metrics={
+            "validation": pooled,
+            "validation_what": f"pooled out-of-fold predictions of the same recipe, {scope}: models that never saw "
+                               "the images they scored (this network is trained like them on more images)",
+            "oof_folds": folds,
+            "oof_complete": summary["complete"],
+            "oof_fold_roc_auc": summary["fold_roc_auc"],
+            "validation_without_hardware": summary["without_hardware"],
+            "validation_by_region": summary["by_region"],
+            "calibration_ece": pooled["ece"],
+        },
+        epoch=recipe["epochs"],
+    )
+    return network_kwargs, info
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path, help="a benchmarks.fracatlas run, or a benchmarks.fracatlas_cv full/foldK folder")
+    parser.add_argument("--to", type=Path, default=Path("bundles/fracture_classification/models/fracatlas"))
+    parser.add_argument("--version", default="0.1.0")
+    parser.add_argument("--oof", type=Path, help="benchmarks.fracatlas_oof summary.json of the recipe (cv runs)")
+    parser.add_argument("--heatmap", help="the model's heatmap recipe (benchmarks.localisation syntax)")
+    parser.add_argument("--heatmap-report", type=Path, help="benchmarks.localisation_report --out JSON with its row")
+    parser.add_argument("--export", action="store_true", help="also write model.onnx and model.ts, checked")
+    args = parser.parse_args(argv)
+    if (args.run_dir / "fold.json").is_file():
+        if args.oof is None:
+            parser.error("a benchmarks.fracatlas_cv run needs --oof SUMMARY (its threshold and figures)")
+        network_kwargs, info = cv_model_info(args.run_dir, args.oof, args.version)
+    else:
+        network_kwargs, info = single_split_model_info(args.run_dir, args.version)
+    if args.heatmap:
+        info.heatmap = heatmap_entry(args.heatmap, args.heatmap_report)
+    network = build_network(**network_kwargs, pretrained=False)
+    network.load_state_dict(safe_torch_load(args.run_dir / "model.pt"), strict=True)
+    for stale in ("model.onnx", "model.ts"):  # exports of the previous weights must not survive beside new ones
+        (args.to / stale).unlink(missing_ok=True)
+    folder = save_model(args.to, network, info)
+    size_mb = (folder / "model.pt").stat().st_size / 2**20
+    print(f"wrote {folder} (model.pt {size_mb:.1f} MB), threshold {info.threshold:.4f}")
+    if args.export:
+        from monai_fracture.model.export import export_model
+
+        for fmt, path in export_model(folder, ["onnx", "torchscript"]).items():
+            print(f"{fmt}: {path} ({path.stat().st_size / 2**20:.1f} MB)")
+    return 0
+
+
+def single_split_model_info(run_dir: Path, version: str) -> tuple[dict, ModelInfo]:
+    """The network kwargs and ``ModelInfo`` of a ``benchmarks.fracatlas`` run (threshold from its validation fold)."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    recipe, overall = summary["recipe"], summary["metrics"]["overall"]
+    network_kwargs = {"name": recipe["network"], "spatial_dims": 2, "in_channels": 3, "num_classes": 2}
+    info = ModelInfo(
+        name="fracture_classification_fracatlas",
+        version=version,
         network=network_kwargs,
         preprocessing={"modality": "xr", "size": recipe["size"], "normalization": "tf"},
         threshold=float(overall["threshold"]),
@@ -54,10 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                  "calibration_ece": overall["ece"]},
         epoch=recipe["epochs"],
     )
-    folder = save_model(args.to, network, info)
-    size_mb = (folder / "model.pt").stat().st_size / 2**20
-    print(f"wrote {folder} (model.pt {size_mb:.1f} MB), threshold {info.threshold:.4f}")
-    return 0
+    return network_kwargs, info
 
 
 if __name__ == "__main__":

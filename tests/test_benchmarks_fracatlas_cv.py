@@ -139,3 +139,36 @@ def test_oof_report_thresholds_come_from_other_folds():
     assert set(report["by_region"]) == {"hand", "leg"}
     assert 0 <= report["pooled"]["sensitivity_at_specificity_0.90"] <= report["pooled"]["sensitivity_at_specificity_0.80"]
     assert not oof_report(oof[oof["fold"] < 2], folds=3, bootstrap=0)["complete"]
+
+
+def test_a_full_fit_ships_with_the_oof_threshold_and_its_own_heatmap_recipe(tiny_fracatlas, tmp_path):
+    """benchmarks.ship_fracatlas on a cv run: threshold and figures from the pooled OOF file, recipe in model_info."""
+    from benchmarks import fracatlas_oof, ship_fracatlas
+    from benchmarks.localisation import validation_frame
+    from monai_fracture.model import Classifier
+
+    frame, images = cv.load_cache(tiny_fracatlas, 32, tmp_path / "cache", workers=1)
+    usable = cv.usable_frame(frame, tiny_fracatlas)
+    recipe = cv.Recipe(size=32, epochs=1, batch_size=8)
+    cv.train_fold(recipe, usable, images, 0, tmp_path / "run" / "fold0", checkpoint_steps=0, workers=0)
+    cv.publish("tiny", 0, tmp_path / "run" / "fold0", results_root=tmp_path / "results", bootstrap=20)
+    assert fracatlas_oof.main(["tiny", "--results", str(tmp_path / "results"), "--bootstrap", "20"]) == 0
+    summary = json.loads((tmp_path / "results" / "tiny" / "summary.json").read_text())
+    cv.train_fold(recipe, usable, images, cv.FULL_FIT, tmp_path / "run" / "full", checkpoint_steps=0, workers=0)
+
+    shipped = tmp_path / "shipped"
+    assert ship_fracatlas.main([str(tmp_path / "run" / "full"), "--to", str(shipped), "--version", "9.9.9",
+                                "--oof", str(tmp_path / "results" / "tiny" / "summary.json"),
+                                "--heatmap", "gradcam@last"]) == 0
+    classifier = Classifier(shipped, backend="fp32")
+    info = classifier.info
+    assert classifier.threshold == pytest.approx(summary["pooled"]["threshold"])
+    assert "fold(s) 0 only" in info.threshold_rule and info.metrics["oof_complete"] is False
+    assert info.training_data["recipe"]["fold"] == cv.FULL_FIT and info.training_data["train_images"] == len(usable)
+    assert (classifier.heatmap_method, classifier.heatmap_layer) == ("gradcam", ("last",))
+    with pytest.raises(SystemExit, match="no validation fold"):
+        validation_frame(tiny_fracatlas, shipped)
+    with pytest.raises(SystemExit, match="another recipe"):
+        other = tmp_path / "other.json"
+        other.write_text(json.dumps({**summary, "recipe": {**summary["recipe"], "epochs": 7}}))
+        ship_fracatlas.main([str(tmp_path / "run" / "full"), "--to", str(tmp_path / "x"), "--oof", str(other)])

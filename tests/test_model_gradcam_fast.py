@@ -43,12 +43,16 @@ def inputs(classifier):
 
 def _reference(classifier: Classifier, cam_input) -> np.ndarray:
     raw = class_activation_map(classifier.model.network, cam_input.image[None], classifier.cam_layers(), 1,
-                               "layercam", classifier.heatmap_fusion, classifier.heatmap_flip)
+                               classifier.heatmap_method, classifier.heatmap_fusion, classifier.heatmap_flip)
     return scale_to_unit(classifier._to_source_geometry(raw, cam_input.geometry))
 
 
-@pytest.mark.parametrize("flip", [False, True])
-def test_batched_maps_equal_the_reference(classifier, inputs, flip, monkeypatch):
+@pytest.mark.parametrize("method,layers,flip", [("layercam", None, False), ("layercam", None, True),
+                                                ("gradcam", ("last",), False), ("gradcam", ("_blocks.5", "last"), False)])
+def test_batched_maps_equal_the_reference(classifier, inputs, method, layers, flip, monkeypatch):
+    """Every batched method (``BATCHED_METHODS``) against MONAI's, on the family's and on given layers."""
+    monkeypatch.setattr(classifier, "heatmap_method", method)
+    monkeypatch.setattr(classifier, "heatmap_layer", layers)
     monkeypatch.setattr(classifier, "heatmap_flip", flip)
     chosen = inputs if not flip else inputs[:2]  # the flip reference is the slow one
     fast = classifier.heatmaps(chosen)

@@ -11,7 +11,7 @@ import torch
 
 from monai_fracture.model import Classifier
 from monai_fracture.networks import build_network
-from monai_fracture.model.gradcam import class_activation_map, default_layers, grad_cam
+from monai_fracture.model.gradcam import class_activation_map, default_layers, grad_cam, scale_to_unit
 from monai_fracture.networks.registry import last_convolution
 
 
@@ -72,3 +72,58 @@ def test_unknown_layers_methods_and_fusions_are_named(network):
         class_activation_map(network, inputs, "_conv_head", method="cam")
     with pytest.raises(ValueError, match="unknown fusion 'max'"):
         class_activation_map(network, inputs, ("_blocks.4", "_conv_head"), fusion="max")
+
+
+def _model_with_heatmap(folder, heatmap: dict):
+    from monai_fracture.model.package import ModelInfo, save_model
+
+    torch.manual_seed(0)
+    network = build_network("efficientnet-lite0", pretrained=False)
+    for module in network.modules():  # BatchNorm statistics of real activations: maps that are not all zero
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None
+    with torch.no_grad():
+        network.train()(torch.rand(8, 3, 96, 96))
+    info = ModelInfo(network={"name": "efficientnet-lite0", "spatial_dims": 2, "in_channels": 3, "num_classes": 2},
+                     preprocessing={"modality": "xr", "size": 96}, heatmap=heatmap)
+    return save_model(folder, network, info)
+
+
+def test_a_model_carries_its_own_heatmap_recipe(tmp_path):
+    """``model_info.json`` ``heatmap`` sets the recipe; ``use_model_heatmap_recipe`` returns to it after a trial."""
+    import numpy as np
+
+    folder = _model_with_heatmap(tmp_path / "m", {"method": "gradcam", "layers": ["last"], "flip": True,
+                                                  "chosen_by": "documentation only"})
+    classifier = Classifier(folder, backend="fp32")
+    assert (classifier.heatmap_method, classifier.heatmap_flip) == ("gradcam", True)
+    assert classifier.cam_layers() == (last_convolution(classifier.model.network),)
+    image = np.random.default_rng(0).random((120, 100)).astype(np.float32)
+    cam_input = classifier.heatmap_input(image, {})
+    expected = class_activation_map(classifier.model.network, cam_input.image[None], classifier.cam_layers(),
+                                    method="gradcam", flip=True)
+    got = classifier.heatmap(image, {})
+    assert got.shape == image.shape and got.max() == 1.0
+    assert np.allclose(got, scale_to_unit(classifier._to_source_geometry(expected, cam_input.geometry)), atol=1e-4)
+    assert not np.allclose(got, classifier.heatmap(image, {}, method="layercam"), atol=1e-2)
+    classifier.heatmap_method, classifier.heatmap_layer = "layercam", ("_blocks.2",)
+    classifier.use_model_heatmap_recipe()
+    assert (classifier.heatmap_method, classifier.heatmap_layer) == ("gradcam", ("last",))
+    plain = Classifier(_model_with_heatmap(tmp_path / "plain", {}), backend="fp32")
+    assert (plain.heatmap_method, plain.heatmap_layer) == (Classifier.heatmap_method, None)
+
+
+@pytest.mark.parametrize("heatmap,message", [
+    ({"method": "cam"}, "heatmap method 'cam'"),
+    ({"layers": "last"}, "non-empty list of layer names"),
+    ({"fusion": "max"}, "heatmap fusion 'max'"),
+    ({"flip": "yes"}, "flip must be true or false"),
+    ({"scale": 0.5}, "scale must be a number >= 1"),
+])
+def test_a_bad_heatmap_recipe_is_refused_when_the_model_loads(tmp_path, heatmap, message):
+    from monai_fracture.model.package import ModelPackageError
+
+    folder = _model_with_heatmap(tmp_path / "m", heatmap)
+    with pytest.raises(ModelPackageError, match=message):
+        Classifier(folder)

@@ -114,6 +114,7 @@ class Classifier:
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must lie in [0, 1], got {self.threshold}")
         self.modality = str(self.info.preprocessing.get("modality", getattr(self.info, "modality", "xr")))
+        self.use_model_heatmap_recipe()
         if backend != "auto":
             check_backend(backend, self.model, self.device)  # fail before any image is read
         self.preprocessing = preprocessing if preprocessing is not None else self._build_preprocessing()
@@ -122,12 +123,22 @@ class Classifier:
         self.backend = None
         self.backend_choice = None
 
-    # Heatmap recipe (model.gradcam), shipped defaults; set on an instance to compare others.
+    # Heatmap recipe (model.gradcam): these defaults, then the model's own (ModelInfo.heatmap); set on an
+    # instance to compare others.
     heatmap_layer: str | Sequence[str] | None = None  # None = the family default (model.gradcam.default_layers)
     heatmap_method = "layercam"
     heatmap_fusion = "mean"  # of the family's layers: the best FracAtlas pointing (docs/validation.md, Localisation)
     heatmap_flip = False
     heatmap_scale = 1.0  # >1: the heatmap pass alone sees a larger input
+
+    def use_model_heatmap_recipe(self) -> None:
+        """Back to the model's own heatmap recipe (``model_info.json`` ``heatmap``), else the class defaults."""
+        from monai_fracture.model.gradcam import heatmap_settings
+
+        for key in ("heatmap_method", "heatmap_layer", "heatmap_fusion", "heatmap_flip", "heatmap_scale"):
+            vars(self).pop(key, None)
+        for key, value in heatmap_settings(self.info.heatmap or {}).items():
+            setattr(self, key, value)
 
     @property
     def model_id(self) -> str:
@@ -296,12 +307,12 @@ class Classifier:
                 yield scale_to_unit(self._to_source_geometry(raw, cam_input.geometry))
 
     def _raw_maps(self, inputs: Sequence[CamInput], method: str) -> list[torch.Tensor]:
-        """Maps (1, *spatial) at network-input size: one batched LayerCAM pass per input shape."""
-        from monai_fracture.model.gradcam import class_activation_map, class_activation_maps
+        """Maps (1, *spatial) at network-input size: one batched pass per input shape (LayerCAM, Grad-CAM)."""
+        from monai_fracture.model.gradcam import BATCHED_METHODS, class_activation_map, class_activation_maps
 
         network, layers = self.model.network, self.cam_layers()
         raw: dict[int, torch.Tensor] = {}
-        if method != "layercam":
+        if method not in BATCHED_METHODS:
             for index, cam_input in enumerate(inputs):
                 raw[index] = class_activation_map(network, cam_input.image[None].to(self.device), layers,
                                                   class_index=1, method=method, fusion=self.heatmap_fusion,
@@ -314,7 +325,7 @@ class Classifier:
         for indices in by_shape.values():
             batch = torch.stack([inputs[i].image for i in indices]).to(self.device)
             maps = class_activation_maps(network, batch, layers, class_index=1, fusion=self.heatmap_fusion,
-                                         flip=self.heatmap_flip).cpu()
+                                         flip=self.heatmap_flip, method=method).cpu()
             raw.update(zip(indices, maps))
         return [raw[i] for i in range(len(inputs))]
 

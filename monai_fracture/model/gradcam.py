@@ -32,8 +32,9 @@ import math
 import threading
 import warnings
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +43,7 @@ from monai_fracture.reports.results import EvidenceRegion
 
 METHODS = ("gradcam", "gradcampp", "layercam")
 FUSIONS = ("mean", "product")
+BATCHED_METHODS = ("gradcam", "layercam")  # what class_activation_maps computes for a whole batch
 
 # one hooked wrapper per network and layer set: MONAI's CAM classes register hooks on every
 # construction and never remove them, so a fresh GradCAM per image piles up hooks
@@ -154,8 +156,8 @@ def _frozen(network: torch.nn.Module) -> Iterator[None]:
 
 
 def _layer_cam_batch(network: torch.nn.Module, inputs: torch.Tensor, layers: tuple[str, ...],
-                     class_index: int) -> list[torch.Tensor]:
-    """LayerCAM of every image of ``inputs`` (N, C, *spatial), one map per layer (N, 1, *layer spatial).
+                     class_index: int, method: str = "layercam") -> list[torch.Tensor]:
+    """LayerCAM (or Grad-CAM) of every image of ``inputs`` (N, C, *spatial), one map per layer (N, 1, *layer spatial).
 
     The earliest hooked layer's output becomes the leaf of the graph, so the backward stops there;
     the score is the sum over the batch of the class logit (images do not interact in eval mode),
@@ -192,6 +194,9 @@ def _layer_cam_batch(network: torch.nn.Module, inputs: torch.Tensor, layers: tup
         for handle in handles:
             handle.remove()
         network.train(training)
+    if method == "gradcam":  # MONAI GradCAM: one weight per channel, the spatial mean of its gradient
+        return [torch.relu((g.flatten(2).mean(2).view(*g.shape[:2], *[1] * (g.ndim - 2)) * a.detach())
+                           .sum(1, keepdim=True)) for a, g in zip(activations, gradients)]
     return [torch.relu((torch.relu(g) * a.detach()).sum(1, keepdim=True)) for a, g in zip(activations, gradients)]
 
 
@@ -212,12 +217,15 @@ def class_activation_maps(
     class_index: int = 1,
     fusion: str = "mean",
     flip: bool = False,
+    method: str = "layercam",
 ) -> torch.Tensor:
-    """LayerCAM maps (N, 1, *spatial) of a batch ``inputs`` (N, C, *spatial) in one forward and one backward.
+    """LayerCAM (or Grad-CAM) maps (N, 1, *spatial) of a batch ``inputs`` (N, C, *spatial) in one forward and backward.
 
-    The same maps as ``class_activation_map(..., method="layercam")`` image by image (per-image
+    The same maps as ``class_activation_map(..., method=method)`` image by image (per-image
     scaling and fusion, the flip view batched with the original), without weight gradients.
     """
+    if method not in BATCHED_METHODS:
+        raise ValueError(f"no batched {method!r}; batched methods: {', '.join(BATCHED_METHODS)}")
     layers = (layers,) if isinstance(layers, str) else tuple(layers)
     if fusion not in FUSIONS:
         raise ValueError(f"unknown fusion {fusion!r}; choose from {', '.join(FUSIONS)}")
@@ -227,7 +235,7 @@ def class_activation_maps(
     spatial = tuple(inputs.shape[2:])
     mode = "bilinear" if len(spatial) == 2 else "trilinear"
     maps = [torch.nn.functional.interpolate(m, size=spatial, mode=mode, align_corners=False)
-            for m in _layer_cam_batch(network, views, layers, class_index)]
+            for m in _layer_cam_batch(network, views, layers, class_index, method)]
     if len(maps) == 1:
         fused = maps[0]
     else:
@@ -247,6 +255,42 @@ def grad_cam(
     network is left in eval mode (MONAI restores the mode it found).
     """
     return class_activation_map(network, inputs, (layer,), class_index, method)
+
+
+def heatmap_settings(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """A model's own heatmap recipe (``ModelInfo.heatmap``) -> the ``Classifier`` heatmap attributes it sets.
+
+    Why per model: the layer and method that point at the fracture depend on how the network was
+    trained (a box-guided network's last convolution localises; an image-label one's does not), so
+    the recipe chosen on a model's validation fold travels with its weights. Keys: ``method``
+    (``METHODS``), ``layers`` (names; ``last`` = the last convolution; absent = the family's),
+    ``fusion`` (``FUSIONS``), ``flip``, ``scale`` (>= 1); any other key (how it was chosen, its
+    figures) is documentation. Raises ``ValueError`` naming the bad entry.
+    """
+    settings: dict[str, Any] = {}
+    if "method" in recipe:
+        if recipe["method"] not in METHODS:
+            raise ValueError(f"heatmap method {recipe['method']!r}; choose from {', '.join(METHODS)}")
+        settings["heatmap_method"] = recipe["method"]
+    if recipe.get("layers") is not None:
+        layers = recipe["layers"]
+        if isinstance(layers, str) or not layers or not all(isinstance(n, str) and n for n in layers):
+            raise ValueError(f"heatmap layers must be a non-empty list of layer names, not {layers!r}")
+        settings["heatmap_layer"] = tuple(layers)
+    if "fusion" in recipe:
+        if recipe["fusion"] not in FUSIONS:
+            raise ValueError(f"heatmap fusion {recipe['fusion']!r}; choose from {', '.join(FUSIONS)}")
+        settings["heatmap_fusion"] = recipe["fusion"]
+    if "flip" in recipe:
+        if not isinstance(recipe["flip"], bool):
+            raise ValueError(f"heatmap flip must be true or false, not {recipe['flip']!r}")
+        settings["heatmap_flip"] = recipe["flip"]
+    if "scale" in recipe:
+        scale = recipe["scale"]
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale < 1:
+            raise ValueError(f"heatmap scale must be a number >= 1, not {scale!r}")
+        settings["heatmap_scale"] = float(scale)
+    return settings
 
 
 def scale_to_unit(values: np.ndarray) -> np.ndarray:

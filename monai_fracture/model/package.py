@@ -74,6 +74,8 @@ class ModelInfo:
     epoch: int | None = None
     # {"onnx"|"torchscript": {"file", "sha256", "source_sha256", "max_abs_difference"}} written by export
     exports: dict[str, Any] = field(default_factory=dict)
+    # the model's own heatmap recipe (model.gradcam.heatmap_settings): {"method", "layers", ...}; {} = the defaults
+    heatmap: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     monai_fracture_version: str = field(default_factory=lambda: _package_version())
 
@@ -121,9 +123,15 @@ def _check_info(info: ModelInfo, path: Path) -> None:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) \
             or not 0.0 <= threshold <= 1.0:
         raise ModelPackageError(path, f"threshold must be a number in [0, 1], not {threshold!r}")
-    for key in ("network", "preprocessing"):
+    for key in ("network", "preprocessing", "heatmap"):
         if not isinstance(getattr(info, key), dict):
             raise ModelPackageError(path, f"{key} must be a mapping, not {type(getattr(info, key)).__name__}")
+    from monai_fracture.model.gradcam import heatmap_settings
+
+    try:
+        heatmap_settings(info.heatmap)
+    except ValueError as err:
+        raise ModelPackageError(path, str(err)) from err
 
 
 def _package_version() -> str:
