@@ -1,11 +1,16 @@
-"""Figures for docs/validation.md from a finished ``benchmarks.fracatlas`` run.
+"""Figures for docs/validation.md from a finished ``benchmarks.fracatlas`` run or cross-validated recipe.
 
     .venv/bin/python -m benchmarks.fracatlas_report benchmarks/out/fracatlas/lite0_224 \
         --model bundles/fracture_classification/models/fracatlas --out docs/validation
+    .venv/bin/python -m benchmarks.fracatlas_report benchmarks/results/fracatlas_cv/lite0_320_box0.2 \
+        --model benchmarks/out/ship/lite0_320_box0.2_fold0 --out docs/validation
 
-Writes ROC, calibration and confusion-matrix plots of the validation fold (the probabilities
-``monai-fracture score`` computes, at the shipped threshold) and a Grad-CAM panel of the most
-confident false negatives and false positives, read and preprocessed by the scoring code.
+Writes ROC, calibration and confusion-matrix plots of the held-out probabilities (a run's
+validation fold, or a recipe's pooled out-of-fold files ``fold*_oof.csv``; the probabilities
+``monai-fracture score`` computes) at ``--model``'s threshold, and a heatmap panel of the most
+confident false negatives and false positives, read and preprocessed by the scoring code. For
+out-of-fold files the panel draws only images ``--model`` held out (a fold's model: its own
+fold), so no heatmap comes from a network that trained on the image.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ def gradcam_panel(val: pd.DataFrame, data_dir: Path, model: Path, out_file: Path
                        "probability": round(float(row["probability"]), 4)})
     for ax in axes.ravel()[len(picked):]:
         ax.axis("off")
-    fig.suptitle(f"Grad-CAM (fracture class) on validation errors at threshold {threshold:.3f}")
+    fig.suptitle(f"Heatmap ({classifier.heatmap_method}, fracture class) on held-out errors at threshold {threshold:.3f}")
     fig.tight_layout()
     fig.savefig(out_file, dpi=90)
     plt.close(fig)
@@ -59,11 +64,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/fracatlas"))
     parser.add_argument("--out", type=Path, default=Path("docs/validation"))
     args = parser.parse_args(argv)
-    val = pd.read_csv(args.run_dir / "val_predictions.csv")
     info = ModelInfo.load(args.model / "model_info.json")
+    if (args.run_dir / "val_predictions.csv").is_file():
+        val = pd.read_csv(args.run_dir / "val_predictions.csv")
+        held_out = val
+    else:
+        from benchmarks.fracatlas_oof import load_oof
+
+        val = load_oof(args.run_dir)
+        fold = (info.training_data or {}).get("recipe", {}).get("fold")
+        if fold is None or fold < 0:
+            parser.error(f"--model {args.model} is not a fold's model: its heatmaps would show images it trained on")
+        held_out = val[val["fold"] == fold]
     write_evaluation(args.out, val["probability"], val["label"], val["path"], info.threshold)
     (args.out / "predictions.csv").unlink(missing_ok=True)  # per-image list stays with the run, not the docs
-    errors = gradcam_panel(val, args.data, args.model, args.out / "gradcam_errors.png")
+    errors = gradcam_panel(held_out, args.data, args.model, args.out / "gradcam_errors.png")
     (args.out / "gradcam_errors.json").write_text(json.dumps(errors, indent=2) + "\n")
     return 0
 

@@ -25,12 +25,13 @@ def _bundle_cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_bundle_layout():
     for name in ("metadata.json", "train.json", "evaluate.json", "inference.json", "multi_gpu_train.json",
-                 "train_ct.json", "logging.conf"):
+                 "train_ct.json", "train_fracatlas.json", "logging.conf"):
         assert (CONFIGS / name).is_file(), name
     assert "Apache License" in (BUNDLE / "LICENSE").read_text()
     card = (BUNDLE / "docs" / "README.md").read_text()
     assert "not a medical device" in card.lower()
-    for name in ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "train_ct.json"):
+    for name in ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "train_ct.json",
+                 "train_fracatlas.json"):
         json.loads((CONFIGS / name).read_text())
 
 

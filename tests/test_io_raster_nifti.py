@@ -32,7 +32,31 @@ def test_png_16_bit_round_trip(tmp_path: Path) -> None:
     Image.fromarray(deep).save(path)
     values, meta = read_image(path)
     np.testing.assert_allclose(values, deep / 65535.0, atol=1e-7)
-    assert meta["bits_stored"] == 16
+    assert meta["bits_stored"] == 16 and meta["presentation_ready"] is False
+
+
+def test_a_12_bit_png_reaches_the_network_like_its_8_bit_copy(tmp_path: Path) -> None:
+    """A radiograph stored with 12 of 16 bits is windowed on its percentiles, not shown near-black."""
+    import torch
+
+    from monai_fracture.transforms.presets import build_preprocessing
+
+    rng = np.random.default_rng(0)
+    # a radiograph as displayed spans the grey range: dark soft tissue to a bright bone
+    eight = np.clip(np.linspace(0, 255, 80)[None, :] + rng.normal(0, 8, size=(96, 80)), 0, 255).astype(np.uint8)
+    eight[30:60, 20:40] = 255
+    Image.fromarray(eight, mode="L").save(tmp_path / "eight.png")
+    Image.fromarray(np.round(eight / 255 * 4095).astype(np.uint16)).save(tmp_path / "twelve.png")
+    chain = build_preprocessing("xr", 64, load=False)
+    inputs = {}
+    for name in ("eight", "twelve"):
+        values, meta = read_image(tmp_path / f"{name}.png")
+        from monai.data import MetaTensor
+
+        inputs[name] = torch.as_tensor(chain({"image": MetaTensor(torch.as_tensor(values)[None], meta=meta)})["image"])
+    twelve, eight_in = inputs["twelve"], inputs["eight"]
+    assert float(twelve.max() - twelve.min()) > 0.9 * float(eight_in.max() - eight_in.min())  # full contrast
+    assert float((twelve - eight_in).abs().mean()) < 0.1  # shown as stored (0-0.06) it would be ~1.5
 
 
 def test_rgb_jpeg_becomes_grey(tmp_path: Path) -> None:

@@ -35,7 +35,13 @@ def check_complete(data: bytes, fmt: str, path: object) -> None:
 
 
 def read_raster(path: str | Path, data: bytes, fmt: str) -> tuple[np.ndarray, dict[str, Any]]:
-    """A PNG/JPEG as a (rows, cols) float32 array in [0, 1] (16-bit grey PNG: divided by 65535)."""
+    """A PNG/JPEG as a (rows, cols) float32 array in [0, 1] (16-bit grey PNG: divided by 65535).
+
+    An 8-bit image is taken as displayed (``presentation_ready``: only clipped downstream). A
+    16-bit or 32-bit grey image is not: such files usually hold detector values in 10-14 bits
+    (a 12-bit radiograph stored in 16 bits spans 0-0.06 after the division), so the preprocessing
+    windows it on its own percentiles, like a DICOM image without a VOI window.
+    """
     check_complete(data, fmt, path)
     try:
         with warnings.catch_warnings():
@@ -59,7 +65,7 @@ def read_raster(path: str | Path, data: bytes, fmt: str) -> tuple[np.ndarray, di
         raise ImageReadError(path, reason, text[:400]) from None
     meta = empty_meta(path, fmt)
     meta.update(
-        presentation_ready=True, bits_stored=bits, photometric="MONOCHROME2", frame_rule=None, num_frames=1,
+        presentation_ready=bits <= 8, bits_stored=bits, photometric="MONOCHROME2", frame_rule=None, num_frames=1,
         affine=np.eye(4), space=None, value_range=(0.0, 1.0),
     )
     return values, meta
