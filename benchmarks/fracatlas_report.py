@@ -72,9 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.fracatlas_oof import load_oof
 
         val = load_oof(args.run_dir)
-        fold = (info.training_data or {}).get("recipe", {}).get("fold")
+        model_recipe = dict((info.training_data or {}).get("recipe", {}))
+        fold = model_recipe.pop("fold", None)
         if fold is None or fold < 0:
             parser.error(f"--model {args.model} is not a fold's model: its heatmaps would show images it trained on")
+        metas = [json.loads(f.read_text()) for f in sorted(args.run_dir.glob("fold*.json"))]
+        if not metas or any({k: v for k, v in m["recipe"].items() if k != "fold"} != model_recipe for m in metas):
+            parser.error(f"--model {args.model} was trained with another recipe than {args.run_dir}'s folds")
         held_out = val[val["fold"] == fold]
     write_evaluation(args.out, val["probability"], val["label"], val["path"], info.threshold)
     (args.out / "predictions.csv").unlink(missing_ok=True)  # per-image list stays with the run, not the docs

@@ -47,7 +47,7 @@ def parse_recipe(spec: str) -> dict:
     """``METHOD@LAYER[+LAYER...][,product][,flip][,xSCALE]`` -> Classifier heatmap settings.
 
     ``layercam@_blocks.4+last`` fuses two layers by their mean; ``last`` is the last convolution;
-    ``default`` (alone) is the shipped recipe.
+    ``default`` (alone) is the model's own recipe (``model_info.json`` ``heatmap``, else the class defaults).
     """
     if spec == "default":
         return {}

@@ -176,11 +176,13 @@ def all_maps(classifier: Classifier, passes: LayerPasses, image: np.ndarray, met
 def self_check(classifier: Classifier, passes: LayerPasses, image: np.ndarray, meta: dict) -> dict[str, float]:
     """Largest difference between this module's maps and ``Classifier.heatmap`` per checked recipe.
 
-    ``default`` compares ``SHIPPED`` with the map of the classifier's own defaults.
+    ``default`` compares the model's own recipe (``model_info.json`` ``heatmap``; ``SHIPPED``, the
+    class default, when it has none) with the map ``Classifier.heatmap`` draws without being told one.
     """
-    mine = all_maps(classifier, passes, image, meta, list(CHECKED))
+    own = (classifier.info.heatmap or {}).get("recipe", SHIPPED)
+    mine = all_maps(classifier, passes, image, meta, list(dict.fromkeys([*CHECKED, own])))
     apply_recipe(classifier, "default")
-    differences = {"default": float(np.abs(classifier.heatmap(image, meta) - mine[SHIPPED]).max())}
+    differences = {"default": float(np.abs(classifier.heatmap(image, meta) - mine[own]).max())}
     for name in CHECKED:
         apply_recipe(classifier, name)
         differences[name] = float(np.abs(classifier.heatmap(image, meta) - mine[name]).max())

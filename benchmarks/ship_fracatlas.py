@@ -25,6 +25,7 @@ import argparse
 import json
 from pathlib import Path
 
+from monai_fracture.model.gradcam import check_heatmap_layers
 from monai_fracture.model.package import ModelInfo, safe_torch_load, save_model
 from monai_fracture.networks import build_network
 
@@ -38,11 +39,17 @@ FRACATLAS_CITATION = (
 def heatmap_entry(spec: str, report: Path | None) -> dict:
     """``METHOD@LAYER[+LAYER][,option]`` (``benchmarks.localisation`` syntax) -> ``ModelInfo.heatmap``, with its figures."""
     from benchmarks.localisation import parse_recipe
+    from monai_fracture.model.gradcam import heatmap_settings
 
     settings = parse_recipe(spec)
+    if not settings:
+        raise SystemExit("--heatmap needs a recipe (METHOD@LAYER...), not 'default': leave it out for the defaults")
     entry = {"method": settings["heatmap_method"], "layers": list(settings["heatmap_layer"] or []) or None,
              "fusion": settings["heatmap_fusion"], "flip": settings["heatmap_flip"], "scale": settings["heatmap_scale"],
              "recipe": spec}
+    if entry["layers"] is None:
+        del entry["layers"]  # the family's layers
+    heatmap_settings(entry)  # the check model loading applies: a bad recipe never reaches disk
     if report is not None:
         figures = json.loads(report.read_text())
         row = next((r for r in figures["recipes"] if r["recipe"] == spec), None)
@@ -70,7 +77,8 @@ def cv_model_info(run_dir: Path, oof_summary: Path, version: str) -> tuple[dict,
         raise SystemExit(f"{oof_summary} pools another recipe than {run_dir}")
     pooled = summary["pooled"]
     folds = summary["folds_present"]
-    scope = "all five folds" if summary["complete"] else f"fold(s) {', '.join(map(str, folds))} only (more pending)"
+    scope = (f"all {recipe['folds']} folds" if summary["complete"]
+             else f"fold(s) {', '.join(map(str, folds))} only (more pending)")
     network_kwargs = {"name": recipe["network"], "spatial_dims": 2, "in_channels": 3, "num_classes": 2}
     trained_on = ("every usable development image (full fit)" if meta["fold"] == -1
                   else f"grouped fold {meta['fold']}'s training part")
@@ -126,10 +134,13 @@ def main(argv: list[str] | None = None) -> int:
         network_kwargs, info = cv_model_info(args.run_dir, args.oof, args.version)
     else:
         network_kwargs, info = single_split_model_info(args.run_dir, args.version)
-    if args.heatmap:
-        info.heatmap = heatmap_entry(args.heatmap, args.heatmap_report)
+    if args.heatmap_report and not args.heatmap:
+        parser.error("--heatmap-report documents the recipe given with --heatmap: name it")
     network = build_network(**network_kwargs, pretrained=False)
     network.load_state_dict(safe_torch_load(args.run_dir / "model.pt"), strict=True)
+    if args.heatmap:
+        info.heatmap = heatmap_entry(args.heatmap, args.heatmap_report)
+        check_heatmap_layers(network, info.heatmap)
     for stale in ("model.onnx", "model.ts"):  # exports of the previous weights must not survive beside new ones
         (args.to / stale).unlink(missing_ok=True)
     folder = save_model(args.to, network, info)

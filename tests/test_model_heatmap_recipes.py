@@ -127,3 +127,12 @@ def test_a_bad_heatmap_recipe_is_refused_when_the_model_loads(tmp_path, heatmap,
     folder = _model_with_heatmap(tmp_path / "m", heatmap)
     with pytest.raises(ModelPackageError, match=message):
         Classifier(folder)
+
+
+def test_a_misspelt_recipe_key_or_layer_is_refused_before_any_image(tmp_path):
+    from monai_fracture.model.package import ModelPackageError
+
+    with pytest.raises(ModelPackageError, match="unknown key"):
+        Classifier(_model_with_heatmap(tmp_path / "key", {"layer": ["last"]}))
+    with pytest.raises(ModelPackageError, match="_blocks.99 not in the network"):
+        Classifier(_model_with_heatmap(tmp_path / "layer", {"method": "gradcam", "layers": ["_blocks.99"]}))

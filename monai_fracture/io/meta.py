@@ -12,7 +12,7 @@ from typing import Any
 FILENAME = "filename"
 MODALITY = "modality"
 #: True when io applied the file's own display step (DICOM VOI LUT / window, or a PNG/JPEG's 8 bits):
-#: the values are then in [0, 1] and need no percentile window. Always a ``bool``.
+#: the values are then in [0, 1] and need no percentile window; a 16-bit PNG is not. Always a ``bool``.
 PRESENTATION_READY = "presentation_ready"
 #: True when io flipped MONOCHROME1 (or an inverse LUT) so bone is bright. Always a ``bool``.
 INVERTED = "inverted"

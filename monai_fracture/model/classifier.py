@@ -115,6 +115,14 @@ class Classifier:
             raise ValueError(f"threshold must lie in [0, 1], got {self.threshold}")
         self.modality = str(self.info.preprocessing.get("modality", getattr(self.info, "modality", "xr")))
         self.use_model_heatmap_recipe()
+        if self.info.heatmap and self.supports_heatmaps:
+            from monai_fracture.model.gradcam import check_heatmap_layers
+            from monai_fracture.model.package import ModelPackageError
+
+            try:  # a misspelt layer fails here, not on every positive image's heatmap
+                check_heatmap_layers(self.model.network, self.info.heatmap)
+            except ValueError as err:
+                raise ModelPackageError(self.model.path, str(err)) from err
         if backend != "auto":
             check_backend(backend, self.model, self.device)  # fail before any image is read
         self.preprocessing = preprocessing if preprocessing is not None else self._build_preprocessing()
@@ -124,7 +132,7 @@ class Classifier:
         self.backend_choice = None
 
     # Heatmap recipe (model.gradcam): these defaults, then the model's own (ModelInfo.heatmap); set on an
-    # instance to compare others.
+    # instance to compare others (use_model_heatmap_recipe() undoes that).
     heatmap_layer: str | Sequence[str] | None = None  # None = the family default (model.gradcam.default_layers)
     heatmap_method = "layercam"
     heatmap_fusion = "mean"  # of the family's layers: the best FracAtlas pointing (docs/validation.md, Localisation)
@@ -289,10 +297,10 @@ class Classifier:
 
     def iter_heatmaps(self, inputs: Sequence[CamInput], method: str | None = None,
                       batch_size: int = 16) -> Iterator[np.ndarray]:
-        """``heatmap`` of each input in order: LayerCAM in one pass per ``batch_size`` inputs.
+        """``heatmap`` of each input in order: LayerCAM or Grad-CAM in one pass per ``batch_size`` inputs.
 
         The source-sized maps come one at a time, so a batch never holds several full-size maps.
-        MONAI's ``gradcam``/``gradcampp`` go image by image through the reference
+        ``gradcampp`` (MONAI's Grad-CAM++) goes image by image through the reference
         ``model.gradcam.class_activation_map``.
         """
         from monai_fracture.model.gradcam import scale_to_unit

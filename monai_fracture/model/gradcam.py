@@ -17,8 +17,8 @@ its layers (EfficientNet: the mean of LayerCAM on ``_blocks.2``, stride 8, and `
 stride 32), chosen by a rule stated in advance on the FracAtlas validation true positives among
 recipes that keep the phantom pointing test; figures per recipe in docs/validation.md.
 
-Why two implementations of LayerCAM: ``class_activation_map`` is the reference (MONAI's
-``ModelWithHooks``, one image, a full ``backward()`` with weight gradients down to the input);
+Why two implementations of LayerCAM and Grad-CAM: ``class_activation_map`` is the reference (MONAI's
+``ModelWithHooks`` / ``GradCAM``, one image, a full ``backward()`` with weight gradients down to the input);
 ``class_activation_maps`` computes the same maps for a whole batch in one pass, differentiating
 the class score only with respect to the hooked activations (``torch.autograd.grad``), with the
 parameters frozen so nothing below the earliest hooked layer is recorded. Scoring uses the fast
@@ -44,6 +44,8 @@ from monai_fracture.reports.results import EvidenceRegion
 METHODS = ("gradcam", "gradcampp", "layercam")
 FUSIONS = ("mean", "product")
 BATCHED_METHODS = ("gradcam", "layercam")  # what class_activation_maps computes for a whole batch
+RECIPE_KEYS = frozenset({"method", "layers", "fusion", "flip", "scale"})  # ModelInfo.heatmap: what sets the recipe
+RECIPE_NOTES = frozenset({"recipe", "chosen_by", "localisation"})  # ModelInfo.heatmap: documentation only
 
 # one hooked wrapper per network and layer set: MONAI's CAM classes register hooks on every
 # construction and never remove them, so a fresh GradCAM per image piles up hooks
@@ -265,8 +267,13 @@ def heatmap_settings(recipe: Mapping[str, Any]) -> dict[str, Any]:
     the recipe chosen on a model's validation fold travels with its weights. Keys: ``method``
     (``METHODS``), ``layers`` (names; ``last`` = the last convolution; absent = the family's),
     ``fusion`` (``FUSIONS``), ``flip``, ``scale`` (>= 1); any other key (how it was chosen, its
-    figures) is documentation. Raises ``ValueError`` naming the bad entry.
+    figures: ``RECIPE_NOTES``) is documentation; anything else is refused, so a misspelt key cannot
+    silently fall back to the defaults. Raises ``ValueError`` naming the bad entry.
     """
+    unknown = sorted(set(recipe) - RECIPE_KEYS - RECIPE_NOTES)
+    if unknown:
+        raise ValueError(f"heatmap entry has unknown key(s) {', '.join(unknown)}; recipe keys: "
+                         f"{', '.join(sorted(RECIPE_KEYS))}; notes: {', '.join(sorted(RECIPE_NOTES))}")
     settings: dict[str, Any] = {}
     if "method" in recipe:
         if recipe["method"] not in METHODS:
@@ -291,6 +298,18 @@ def heatmap_settings(recipe: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"heatmap scale must be a number >= 1, not {scale!r}")
         settings["heatmap_scale"] = float(scale)
     return settings
+
+
+def check_heatmap_layers(network: torch.nn.Module, recipe: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` when the recipe names a layer ``network`` lacks (before any image, not per batch)."""
+    from monai_fracture.networks.registry import last_convolution
+
+    names = {name for name, _ in network.named_modules()}
+    missing = [n for n in recipe.get("layers") or () if n != "last" and n not in names]
+    if missing:
+        raise ValueError(f"heatmap layer(s) {', '.join(missing)} not in the network")
+    if "last" in (recipe.get("layers") or ()):
+        last_convolution(network)
 
 
 def scale_to_unit(values: np.ndarray) -> np.ndarray:
@@ -379,14 +398,19 @@ def energy_in_boxes(cam: np.ndarray, boxes: Sequence[tuple[float, float, float, 
 
 
 __all__ = [
+    "BATCHED_METHODS",
     "FUSIONS",
     "METHODS",
+    "RECIPE_KEYS",
+    "RECIPE_NOTES",
     "EvidenceRegion",
     "class_activation_map",
     "class_activation_maps",
+    "check_heatmap_layers",
     "default_layers",
     "energy_in_boxes",
     "grad_cam",
+    "heatmap_settings",
     "hot_region",
     "point_in_box",
     "scale_to_unit",

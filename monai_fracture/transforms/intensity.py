@@ -80,7 +80,7 @@ class RadiographIntensity(Transform):
     """Radiograph values to [0, 1]: the file's own window if applied, else a percentile window.
 
     When the image is ``presentation_ready`` (io applied the DICOM VOI LUT / window, or it was
-    a PNG/JPEG) it is only clipped to [0, 1]. Otherwise the ``lower``/``upper`` percentiles,
+    an 8-bit PNG/JPEG) it is only clipped to [0, 1]. Otherwise the ``lower``/``upper`` percentiles,
     computed on at most ``max_samples`` evenly strided pixels (fast on 2048² images), become 0
     and 1. ``force_percentile`` ignores the flag, for sources whose stored window is poor.
     The flag comes from ``__call__``'s argument, else ``img.meta`` (MetaTensor), else False.
