@@ -37,6 +37,12 @@ def load_oof(folder: Path) -> pd.DataFrame:
     return oof
 
 
+def fold_metas(folder: Path) -> list[dict]:
+    """Each finished fold's ``foldK.json`` (recipe, history, CPU seconds), in fold order; other JSON files ignored."""
+    files = [f for f in folder.glob("fold*.json") if f.stem[4:].isdigit()]
+    return [json.loads(f.read_text()) for f in sorted(files, key=lambda f: int(f.stem[4:]))]
+
+
 def _subset(part: pd.DataFrame, column: str, threshold: float, bootstrap: int) -> dict:
     return binary_report(part["label"].to_numpy(), part[column].to_numpy(), threshold=threshold,
                          groups=part["group"].to_numpy(), bootstrap=bootstrap)
@@ -92,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     folder = args.results / args.name
     oof = load_oof(folder)
-    metas = [json.loads(p.read_text()) for p in sorted(folder.glob("fold*.json"))]
+    metas = fold_metas(folder)
     folds = metas[0]["recipe"]["folds"] if metas else 5
     report = oof_report(oof, args.column, folds=folds, bootstrap=args.bootstrap)
     report["cpu_s"] = round(sum(m.get("cpu_s", 0.0) for m in metas), 1)

@@ -69,14 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         val = pd.read_csv(args.run_dir / "val_predictions.csv")
         held_out = val
     else:
-        from benchmarks.fracatlas_oof import load_oof
+        from benchmarks.fracatlas_oof import fold_metas, load_oof
 
         val = load_oof(args.run_dir)
         model_recipe = dict((info.training_data or {}).get("recipe", {}))
         fold = model_recipe.pop("fold", None)
         if fold is None or fold < 0:
             parser.error(f"--model {args.model} is not a fold's model: its heatmaps would show images it trained on")
-        metas = [json.loads(f.read_text()) for f in sorted(args.run_dir.glob("fold*.json"))]
+        metas = fold_metas(args.run_dir)
         if not metas or any({k: v for k, v in m["recipe"].items() if k != "fold"} != model_recipe for m in metas):
             parser.error(f"--model {args.model} was trained with another recipe than {args.run_dir}'s folds")
         held_out = val[val["fold"] == fold]
