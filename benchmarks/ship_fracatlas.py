@@ -89,7 +89,8 @@ def cv_model_info(run_dir: Path, oof_summary: Path, version: str) -> tuple[dict,
         preprocessing={"modality": "xr", "size": recipe["size"], "normalization": NORMALIZATION},
         threshold=float(pooled["threshold"]),
         threshold_rule=(f"Youden's J maximum on the recipe's pooled out-of-fold probabilities ({scope}; "
-                        "benchmarks.fracatlas_oof), never on images the reporting model trained on"),
+                        "benchmarks.fracatlas_oof), placed midway to the next lower score; never on images "
+                        "the reporting model trained on"),
         modality="xr",
         training_data={
             "dataset": "FracAtlas (development part), CC BY 4.0",
@@ -127,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heatmap", help="the model's heatmap recipe (benchmarks.localisation syntax)")
     parser.add_argument("--heatmap-report", type=Path, help="benchmarks.localisation_report --out JSON with its row")
     parser.add_argument("--export", action="store_true", help="also write model.onnx and model.ts, checked")
+    parser.add_argument("--info-only", action="store_true",
+                        help="rewrite model_info.json only (new OOF figures for the same weights): the weights "
+                             "in --to must be run_dir's; their exports stay valid")
     args = parser.parse_args(argv)
     if (args.run_dir / "fold.json").is_file():
         if args.oof is None:
@@ -141,6 +145,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.heatmap:
         info.heatmap = heatmap_entry(args.heatmap, args.heatmap_report)
         check_heatmap_layers(network, info.heatmap)
+    if args.info_only:
+        from monai_fracture.model.package import MODEL_INFO, MODEL_WEIGHTS
+
+        shipped = safe_torch_load(args.to / MODEL_WEIGHTS)
+        if shipped.keys() != network.state_dict().keys() or not all(
+                shipped[k].equal(v) for k, v in network.state_dict().items()):
+            raise SystemExit(f"--info-only: {args.to / MODEL_WEIGHTS} holds other weights than {args.run_dir}")
+        info.exports = ModelInfo.load(args.to / MODEL_INFO).exports  # same weights: the checked exports still hold
+        info.save(args.to / MODEL_INFO)
+        print(f"rewrote {args.to / MODEL_INFO}, threshold {info.threshold:.4f}")
+        return 0
     for stale in ("model.onnx", "model.ts"):  # exports of the previous weights must not survive beside new ones
         (args.to / stale).unlink(missing_ok=True)
     folder = save_model(args.to, network, info)

@@ -168,7 +168,32 @@ def test_a_full_fit_ships_with_the_oof_threshold_and_its_own_heatmap_recipe(tiny
     assert (classifier.heatmap_method, classifier.heatmap_layer) == ("gradcam", ("last",))
     with pytest.raises(SystemExit, match="no validation fold"):
         validation_frame(tiny_fracatlas, shipped)
+    # new OOF figures for the same weights: model_info.json only, the weights must match
+    summary["pooled"]["threshold"] = 0.4321
+    newer = tmp_path / "newer.json"
+    newer.write_text(json.dumps(summary))
+    weights = (shipped / "model.pt").read_bytes()
+    assert ship_fracatlas.main([str(tmp_path / "run" / "full"), "--to", str(shipped), "--version", "9.9.9",
+                                "--oof", str(newer), "--heatmap", "gradcam@last", "--info-only"]) == 0
+    assert Classifier(shipped).threshold == pytest.approx(0.4321) and (shipped / "model.pt").read_bytes() == weights
+    with pytest.raises(SystemExit, match="other weights"):
+        ship_fracatlas.main([str(tmp_path / "run" / "fold0"), "--to", str(shipped), "--oof", str(newer), "--info-only"])
     with pytest.raises(SystemExit, match="another recipe"):
         other = tmp_path / "other.json"
         other.write_text(json.dumps({**summary, "recipe": {**summary["recipe"], "epochs": 7}}))
         ship_fracatlas.main([str(tmp_path / "run" / "full"), "--to", str(tmp_path / "x"), "--oof", str(other)])
+
+
+def test_paired_bootstrap_moves_both_models_together():
+    from benchmarks.fracatlas_paired import paired_bootstrap
+
+    rng = np.random.default_rng(3)
+    labels = (rng.random(200) < 0.3).astype(int)
+    weak = np.clip(labels * 0.2 + rng.random(200) * 0.8, 0, 1)
+    strong = np.clip(labels * 0.6 + rng.random(200) * 0.4, 0, 1)
+    groups = np.arange(200) // 2
+    same = paired_bootstrap(labels, weak, weak, groups, resamples=100)
+    assert same["roc_auc_difference"] == 0 and same["roc_auc_difference_ci95"] == [0.0, 0.0]
+    better = paired_bootstrap(labels, strong, weak, groups, resamples=200)
+    assert better["roc_auc_difference"] == pytest.approx(roc_auc(strong, labels) - roc_auc(weak, labels))
+    assert 0 < better["roc_auc_difference_ci95"][0] < better["roc_auc_difference"] < better["roc_auc_difference_ci95"][1]

@@ -97,6 +97,7 @@ def test_weight_zero_trains_exactly_as_before(tmp_path):
     set_determinism(seed=None)
     trainer = parser.get_parsed_content("train#trainer")
     assert trainer._process_function == trainer._iteration
+    assert parser.get_parsed_content("heatmap_recipe") == {}  # image-label models keep the family default
     assert not [h for h in parser.get_parsed_content("train#handlers") if getattr(h, "tag_name", None) == "box_loss"]
 
 
@@ -123,3 +124,8 @@ def test_one_bundle_epoch_with_boxes_logs_a_finite_box_loss(tmp_path):
     info = json.loads((root / "models" / "model_info.json").read_text())
     assert info["preprocessing"]["normalization"] == "tf" and info["preprocessing"]["size"] == 64
     assert (root / "models" / "model.pt").is_file()
+    # a box-guided model carries the heatmap recipe that points for such models: Grad-CAM on the last convolution
+    assert (info["heatmap"]["method"], info["heatmap"]["layers"]) == ("gradcam", ["last"])
+    from monai_fracture.model import Classifier
+
+    assert Classifier(root / "models").heatmap_method == "gradcam"

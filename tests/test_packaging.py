@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 PYPI_FILE_LIMIT = 100 * 1024 * 1024  # PyPI's default upload limit per file
-SHIPPED_NAME = "fracture_classification_fracatlas@0.1.0"
+SHIPPED_NAME = "fracture_classification_fracatlas@0.2.0"
 
 
 def _env() -> dict[str, str]:

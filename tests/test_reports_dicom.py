@@ -160,6 +160,24 @@ def test_hostile_and_missing_tag_values(study, tmp_path):
         assert dciodvfy_errors(path) == [], path
 
 
+def test_an_unknown_side_of_a_paired_body_part_keeps_the_sc_and_gsps_valid(study, tmp_path):
+    """Image Laterality "U" on an arm: General Series Laterality (type 2C) must still be present, empty."""
+    source = pydicom.dcmread(image_files_path(study[0]))
+    source.BodyPartExamined, source.ImageLaterality = "ARM", "U"
+    source.pop("Laterality", None)
+    image = source.pixel_array.astype(np.float32)
+    image = (image - image.min()) / max(float(np.ptp(image)), 1.0)
+    cam = np.outer(np.hanning(image.shape[0]), np.hanning(image.shape[1])).astype(np.float32)
+    result = ImageResult((source.SOPInstanceUID,), 0.9, 0.5, source.SeriesInstanceUID)
+    paths = write_study_outputs([source], [result], MODEL, tmp_path,
+                                heatmaps=[Heatmap(source.SOPInstanceUID, image, cam, 0.9)])
+    [sc_path] = _written(paths, "SC")
+    sc = pydicom.dcmread(sc_path)
+    assert "Laterality" in sc and sc.Laterality == ""
+    for path in paths:
+        assert dciodvfy_errors(path) == [], path
+
+
 def image_files_path(ds: pydicom.Dataset) -> str:
     return ds.filename
 

@@ -45,7 +45,7 @@ def test_score_without_model_uses_it_on_jpeg_and_dicom(fracatlas, tmp_path, monk
     results = summary.results.copy()
     results["probability"] = pd.to_numeric(results["probability"])  # the CSV is read as text
     scored = results[results["status"] == "scored"]
-    assert set(scored["model"]) == {"fracture_classification_fracatlas@0.1.0"}
+    assert set(scored["model"]) == {"fracture_classification_fracatlas@0.2.0"}
     n_dicom = len(pd.read_csv(tmp_path / "dicom" / "labels.csv"))  # some demo files have no extension
     assert scored["path"].str.startswith(str(tmp_path / "dicom")).sum() == n_dicom
     assert scored["path"].str.endswith(".jpg").sum() == 24

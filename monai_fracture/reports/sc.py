@@ -64,6 +64,9 @@ def build_heatmap_sc(
     )
     if orientation is None:
         sc.PatientOrientation = None  # type 2: unknown stays empty rather than invented
+    if laterality is None:
+        # General Series Laterality is type 2C for a paired body part: unknown ("U", "B", absent) stays empty, as in the GSPS
+        sc.Laterality = ""
     sc.BurnedInAnnotation = "NO"
     sc.ImageComments = (
         f"Grad-CAM of {model_info.name} {model_info.version}; P(fracture)={heatmap.probability:.4f}"
