@@ -71,12 +71,19 @@ def atomic_write_dataset(path: str | os.PathLike, dataset: Dataset) -> Path:
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> int:
-    """Delete ``.*.tmp`` files a killed run left behind (they were never renamed into place)."""
+    """Delete ``.*.tmp`` files a killed run left behind (they were never renamed into place).
+
+    Hidden folders below ``folder`` are not entered: they belong to a layer that manages its own
+    files, and may be writing into them right now (the DICOMweb run's ``.dicomweb-spool``, whose
+    download thread fills the next chunk while ``score_paths`` resumes the current one).
+    """
     removed = 0
     root = Path(folder)
     if not root.is_dir():
         return 0
     for tmp in root.rglob(".*.tmp"):
+        if any(part.startswith(".") for part in tmp.relative_to(root).parts[:-1]):
+            continue
         try:
             tmp.unlink()
             removed += 1

@@ -30,7 +30,7 @@ from typing import Any
 
 from monai_fracture.files import atomic_write_bytes
 from monai_fracture.model.classifier import MODEL_HELP, Classifier, as_classifier, default_model_path
-from monai_fracture.reports.files import open_private_append, study_folder
+from monai_fracture.reports.files import open_private_append, remove_stale_temporaries, study_folder
 from monai_fracture.scoring import ModelNotFoundError, score_paths
 from monai_fracture.scoring.ray_engine import engine_for
 from monai_fracture.scoring.journal import Journal
@@ -188,6 +188,7 @@ def score_dicomweb(
     out.mkdir(parents=True, exist_ok=True)
     classifier = _classifier(model, device, threshold, backend)
     journal = _SourceJournal(out / SOURCE_JOURNAL)
+    remove_stale_temporaries(spool)  # a killed run's half-written downloads; nothing writes there yet
     downloader = _Downloader(source, studies, journal, spool, chunk_images, keep_downloads)
     failed: dict[str, ResultRow] = {}
     stats = {"studies_scored": 0, "downloaded": 0, "sent_studies": 0, "send_errors": 0, "chunks": 0}
@@ -300,14 +301,26 @@ def _write_manifest(out: Path, counts: dict[str, int], reasons: dict[str, int], 
 
 
 def study_list(uids: Iterable[str], files: Iterable[str]) -> Iterator[str]:
-    """Study Instance UIDs from ``--study`` values and ``--study-list`` files (one per line, # comments)."""
-    yield from uids
-    for name in files:
-        try:
-            text = Path(name).read_text(encoding="utf-8")
-        except OSError as err:
-            raise ValueError(f"{name}: cannot read the study list: {err.strerror or err}") from None
-        for line in text.splitlines():
-            line = line.split("#", 1)[0].strip()
-            if line:
-                yield line
+    """Study Instance UIDs from ``--study`` values and ``--study-list`` files (one per line, # comments).
+
+    Each once, in first-seen order: a study listed twice would be fetched again into the spool folder
+    the scorer is removing after the first time.
+    """
+    seen: set[str] = set()
+
+    def lines() -> Iterator[str]:
+        yield from uids
+        for name in files:
+            try:
+                text = Path(name).read_text(encoding="utf-8")
+            except OSError as err:
+                raise ValueError(f"{name}: cannot read the study list: {err.strerror or err}") from None
+            for line in text.splitlines():
+                line = line.split("#", 1)[0].strip()
+                if line:
+                    yield line
+
+    for uid in lines():
+        if uid not in seen:
+            seen.add(uid)
+            yield uid
