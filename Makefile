@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 export PYTHONDONTWRITEBYTECODE = 1
 
-.PHONY: venv system-deps demo test bench mutate clean
+.PHONY: venv system-deps demo test bench mutate clean clean-bench
 
 venv: $(STAMP)
 
@@ -48,5 +48,9 @@ mutate: venv
 	$(PY) -c "import mutmut" 2>/dev/null || $(PY) -m pip install -q -e '.[mutate]'
 	nice -n 5 $(PY) tools/mutate.py $(MUTATE_ARGS)
 
-clean:
+clean: clean-bench
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache mutants
+
+# Generated benchmark inputs (reused between bench runs; about 25 GB after a full `make bench`).
+clean-bench:
+	rm -rf benchmarks/out/data

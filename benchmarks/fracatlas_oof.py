@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_curve
 
 from benchmarks.metrics import binary_report
 from monai_fracture.training.metrics import binary_scores, choose_threshold
@@ -65,6 +66,7 @@ def oof_report(oof: pd.DataFrame, column: str = "probability", folds: int = 5, b
     aucs = [v["roc_auc"] for v in per_fold.values() if v["roc_auc"] is not None]
     clean = oof[oof["hardware"] == 0]
     return {
+        "screening_point": screening_point(labels, probs),
         "column": column,
         "folds_present": sorted(per_fold),
         "complete": len(per_fold) == folds,
@@ -76,6 +78,36 @@ def oof_report(oof: pd.DataFrame, column: str = "probability", folds: int = 5, b
         "by_region": {region: _subset(part, column, pooled["threshold"], bootstrap)
                       for region, part in oof.groupby("region")},
     }
+
+
+def screening_point(labels: np.ndarray, probs: np.ndarray, specificity: float = 0.80) -> dict:
+    """The operating point behind "sensitivity at specificity 0.80": the lowest threshold whose OOF specificity
+    stays >= ``specificity`` (midway to the next lower score, like the shipped Youden threshold)."""
+    fpr, tpr, thresholds = roc_curve(labels, probs, drop_intermediate=False)
+    ok = np.flatnonzero(((1 - fpr) >= specificity) & np.isfinite(thresholds))
+    index = int(ok[-1])
+    lower = float(thresholds[index + 1]) if index + 1 < len(thresholds) else 0.0
+    return {"specificity_target": specificity, "threshold": (float(thresholds[index]) + lower) / 2.0,
+            "sensitivity": float(tpr[index]), "specificity": float(1 - fpr[index])}
+
+
+def markdown_regions(report: dict) -> str:
+    """The per-region table of docs/validation.md (at the pooled OOF threshold)."""
+    lines = ["| subset | images | fractured | ROC-AUC (95% CI) | sensitivity | specificity |",
+             "|---|---:|---:|---:|---:|---:|"]
+
+    def cell(value: float | None) -> str:
+        return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
+
+    subsets = [*sorted(report["by_region"].items()), ("**without hardware**", report["without_hardware"])]
+    for name, entry in subsets:
+        ci = entry.get("roc_auc_ci95")
+        auc = "–" if entry["roc_auc"] is None else (
+            f"{entry['roc_auc']:.3f} ({ci[0]:.3f}–{ci[1]:.3f})" if ci else f"{entry['roc_auc']:.3f}")
+        sens = cell(entry["sensitivity"]) if entry["positives"] else "–"
+        spec = cell(entry["specificity"]) if entry["n"] > entry["positives"] else "–"
+        lines.append(f"| {name} | {entry['n']} | {entry['positives']} | {auc} | {sens} | {spec} |")
+    return "\n".join(lines)
 
 
 def markdown_row(name: str, report: dict, cpu_s: float | None = None) -> str:
@@ -108,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     if not report["complete"]:
         logger.warning("only folds %s of %d: not a cross-validated figure yet", report["folds_present"], folds)
     logger.info("%s", markdown_row(args.name + suffix, report, report["cpu_s"]))
+    point = report["screening_point"]
+    logger.info("threshold %.3f (Youden's J); screening point: threshold %.3f gives sensitivity %.3f, specificity %.3f",
+                report["pooled"]["threshold"], point["threshold"], point["sensitivity"], point["specificity"])
+    print(markdown_regions(report))
     return 0
 
 

@@ -25,6 +25,7 @@ import argparse
 import json
 from pathlib import Path
 
+from benchmarks.fracatlas_cv import FULL_FIT
 from monai_fracture.model.gradcam import check_heatmap_layers
 from monai_fracture.model.package import ModelInfo, safe_torch_load, save_model
 from monai_fracture.networks import build_network
@@ -80,7 +81,7 @@ def cv_model_info(run_dir: Path, oof_summary: Path, version: str) -> tuple[dict,
     scope = (f"all {recipe['folds']} folds" if summary["complete"]
              else f"fold(s) {', '.join(map(str, folds))} only (more pending)")
     network_kwargs = {"name": recipe["network"], "spatial_dims": 2, "in_channels": 3, "num_classes": 2}
-    trained_on = ("every usable development image (full fit)" if meta["fold"] == -1
+    trained_on = ("every usable development image (full fit)" if meta["fold"] == FULL_FIT
                   else f"grouped fold {meta['fold']}'s training part")
     info = ModelInfo(
         name="fracture_classification_fracatlas",

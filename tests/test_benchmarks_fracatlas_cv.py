@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from benchmarks import fracatlas_cv as cv
-from benchmarks.fracatlas_oof import load_oof, oof_report
+from benchmarks.fracatlas_oof import load_oof, markdown_regions, oof_report
 from monai_fracture.training.metrics import choose_threshold, roc_auc
 
 
@@ -139,6 +139,14 @@ def test_oof_report_thresholds_come_from_other_folds():
     assert set(report["by_region"]) == {"hand", "leg"}
     assert 0 <= report["pooled"]["sensitivity_at_specificity_0.90"] <= report["pooled"]["sensitivity_at_specificity_0.80"]
     assert not oof_report(oof[oof["fold"] < 2], folds=3, bootstrap=0)["complete"]
+    # the screening point is the operating point behind "sensitivity at specificity 0.80"
+    point = report["screening_point"]
+    called = probs >= point["threshold"]
+    assert (~called[labels == 0]).mean() == pytest.approx(point["specificity"]) and point["specificity"] >= 0.80
+    assert called[labels == 1].mean() == pytest.approx(point["sensitivity"])
+    assert point["sensitivity"] == pytest.approx(report["pooled"]["sensitivity_at_specificity_0.80"])
+    table = markdown_regions(report).splitlines()
+    assert len(table) == 2 + 2 + 1 and table[-1].startswith("| **without hardware** |")
 
 
 def test_a_full_fit_ships_with_the_oof_threshold_and_its_own_heatmap_recipe(tiny_fracatlas, tmp_path):
