@@ -28,7 +28,7 @@ def binary_report(labels: np.ndarray, probs: np.ndarray, threshold: float | None
         "roc_auc": roc_auc(probs, labels) if both else None,
         "pr_auc": pr_auc(probs, labels) if both else None,
         "threshold": chosen,
-        **{k: scores[k] for k in ("sensitivity", "specificity", "accuracy", "f1")},
+        **{k: _finite_or_none(scores[k]) for k in ("sensitivity", "specificity", "accuracy", "f1")},
         "ece": expected_calibration_error(probs, labels) if len(labels) else None,
         "confusion": {k: scores[k] for k in ("tp", "fp", "tn", "fn")},
     }
@@ -38,6 +38,11 @@ def binary_report(labels: np.ndarray, probs: np.ndarray, threshold: float | None
         for specificity in (0.80, 0.90):
             out[f"sensitivity_at_specificity_{specificity:.2f}"] = sensitivity_at_specificity(labels, probs, specificity)
     return out
+
+
+def _finite_or_none(value: float) -> float | None:
+    """Undefined scores (no positive image: no sensitivity) as JSON null; NaN is not JSON and breaks jq and JS."""
+    return None if value is None or not np.isfinite(value) else float(value)
 
 
 def sensitivity_at_specificity(labels: np.ndarray, probs: np.ndarray, specificity: float) -> float | None:

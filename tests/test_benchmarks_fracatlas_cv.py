@@ -176,6 +176,19 @@ def test_a_full_fit_ships_with_the_oof_threshold_and_its_own_heatmap_recipe(tiny
     assert (classifier.heatmap_method, classifier.heatmap_layer) == ("gradcam", ("last",))
     with pytest.raises(SystemExit, match="no validation fold"):
         validation_frame(tiny_fracatlas, shipped)
+    # what can be compared of the full fit and the fold network: losses, ranks, calls on the fold's images
+    from benchmarks import fracatlas_fullfit_check
+
+    assert fracatlas_fullfit_check.main(["tiny", "--model", str(shipped), "--results", str(tmp_path / "results"),
+                                         "--data", str(tiny_fracatlas)]) == 0
+    check = json.loads((tmp_path / "results" / "tiny" / "fullfit_check.json").read_text())
+    oof = load_oof(tmp_path / "results" / "tiny")
+    [fold0] = check["per_fold"].values()
+    assert check["folds_present"] == [0] and fold0["images"] == len(oof) == len(usable) // 5 + (len(usable) % 5 > 0)
+    assert -1.0 <= fold0["spearman_full_fit_vs_fold_network"] <= 1.0
+    assert fold0["called_positive_fold_network"] == int((oof["probability"] >= info.threshold).sum())
+    losses = check["training_loss"]
+    assert losses["full_fit"]["epochs"] == 1 and set(losses["folds"]) == {"0"}
     # new OOF figures for the same weights: model_info.json only, the weights must match
     summary["pooled"]["threshold"] = 0.4321
     newer = tmp_path / "newer.json"

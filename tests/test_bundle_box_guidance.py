@@ -61,6 +61,7 @@ def test_the_fracatlas_override_sets_the_candidate_recipe(tmp_path):
     assert groups["head"]["initial_lr"] == 1e-3 and groups["backbone"]["initial_lr"] == 4e-4
     assert groups["head"]["weight_decay"] == 1e-4
     assert parser.get_parsed_content("validate#early_stop").patience == 10
+    assert parser.get_parsed_content("validate#handlers")[0].selection == "last"  # no epoch picked on validation
     handler = parser.get_parsed_content("train#handlers")[1]
     assert handler.epoch_level is False  # stepped every iteration
 
@@ -98,6 +99,7 @@ def test_weight_zero_trains_exactly_as_before(tmp_path):
     trainer = parser.get_parsed_content("train#trainer")
     assert trainer._process_function == trainer._iteration
     assert parser.get_parsed_content("heatmap_recipe") == {}  # image-label models keep the family default
+    assert parser.get_parsed_content("validate#handlers")[0].selection == "best"
     assert not [h for h in parser.get_parsed_content("train#handlers") if getattr(h, "tag_name", None) == "box_loss"]
 
 

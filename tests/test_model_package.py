@@ -61,6 +61,16 @@ def test_model_info_converts_numpy_and_tensor_values():
     assert data["metrics"] == {"val_roc_auc": 0.5, "counts": [1, 2]}
 
 
+def test_model_info_writes_undefined_scores_as_null_not_nan():
+    """A region with no fractured image has no sensitivity; NaN would make model_info.json invalid JSON."""
+    info = _info(metrics={"hip": {"sensitivity": float("nan"), "f1": np.float64("nan"), "specificity": 1.0},
+                          "ci": (float("-inf"), 0.9)})
+    text = info.to_json()
+    assert "NaN" not in text and "Infinity" not in text
+    data = json.loads(text, parse_constant=lambda name: pytest.fail(f"non-JSON constant {name}"))
+    assert data["metrics"] == {"hip": {"sensitivity": None, "f1": None, "specificity": 1.0}, "ci": [None, 0.9]}
+
+
 @pytest.mark.parametrize("which", ["bundle", "folder", "file"])
 def test_load_model_accepts_bundle_folder_and_file(model_dir, which):
     path = {"bundle": model_dir.parent, "folder": model_dir, "file": model_dir / MODEL_WEIGHTS}[which]

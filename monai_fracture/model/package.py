@@ -83,7 +83,7 @@ class ModelInfo:
         return _jsonable(dataclasses.asdict(self))
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False, allow_nan=False)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelInfo:
@@ -141,7 +141,8 @@ def _package_version() -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    """Plain JSON types from numpy / torch scalars and tuples."""
+    """Plain JSON types from numpy / torch scalars and tuples; an undefined score (NaN, inf) becomes null,
+    since NaN is not JSON and strict parsers (jq, JavaScript) reject the file."""
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -151,7 +152,9 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return _jsonable(value.tolist())
     if isinstance(value, np.generic):
-        return value.item()
+        return _jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, Path):
         return str(value)
     return value

@@ -55,7 +55,10 @@ def _filename(item: Mapping[str, Any], image_key: str, path_key: str = "path") -
 
 
 class BestModelSaver:
-    """Save the model package whenever the validator's key metric improves.
+    """Save the model package whenever the validator's key metric improves (``selection="best"``), or after
+    every validation (``selection="last"``: the network after the last epoch is the network, as in the
+    cross-validated FracAtlas recipe, where picking the best epoch on the split that also sets the
+    threshold would make both figures optimistic).
 
     ``info`` is the template ``ModelInfo`` (network and preprocessing kwargs, data description);
     the threshold (``{prefix}threshold`` metric from ``ThresholdedMetrics``), its rule, the scalar
@@ -72,7 +75,11 @@ class BestModelSaver:
         key_metric_name: str = "val_roc_auc",
         threshold_metric_name: str = "val_threshold",
         resume: bool = False,
+        selection: str = "best",
     ) -> None:
+        if selection not in ("best", "last"):
+            raise ValueError(f"model selection {selection!r}: expected 'best' (best {key_metric_name}) or 'last'")
+        self.selection = selection
         self.network = network
         self.model_dir = Path(model_dir)
         self.info = info if isinstance(info, ModelInfo) else ModelInfo.from_dict(info)
@@ -85,7 +92,7 @@ class BestModelSaver:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def _restore_best(self, engine: Engine) -> None:
-        if not self.resume or getattr(engine.state, "best_metric_epoch", -1) != -1:
+        if self.selection == "last" or not self.resume or getattr(engine.state, "best_metric_epoch", -1) != -1:
             return
         path = self.model_dir / MODEL_INFO
         if path.is_file():
@@ -97,7 +104,7 @@ class BestModelSaver:
                 logger.info("resume: best %s so far %.4f (epoch %s)", self.key_metric_name, best, previous.epoch)
 
     def __call__(self, engine: Engine) -> None:
-        if getattr(engine.state, "best_metric_epoch", None) != engine.state.epoch:
+        if self.selection == "best" and getattr(engine.state, "best_metric_epoch", None) != engine.state.epoch:
             return
         if idist.get_rank() != 0:
             return
@@ -109,9 +116,9 @@ class BestModelSaver:
         info.epoch = int(engine.state.epoch)
         save_model(self.model_dir, self.network, info)
         logger.info(
-            "epoch %d: new best %s %.4f, saved %s (threshold %.4f)",
-            info.epoch, self.key_metric_name, metrics.get(self.key_metric_name) or float("nan"),
-            self.model_dir, info.threshold,
+            "epoch %d: %s %s %.4f, saved %s (threshold %.4f)",
+            info.epoch, "new best" if self.selection == "best" else "latest", self.key_metric_name,
+            metrics.get(self.key_metric_name) or float("nan"), self.model_dir, info.threshold,
         )
 
 
