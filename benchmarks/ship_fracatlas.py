@@ -120,6 +120,35 @@ def cv_model_info(run_dir: Path, oof_summary: Path, version: str) -> tuple[dict,
     return network_kwargs, info
 
 
+def eval_metrics(summary: dict) -> dict[str, float | int]:
+    """The bundle's ``metadata.json`` ``eval_metrics`` from a pooled OOF summary (rounded as quoted)."""
+    pooled, clean = summary["pooled"], summary["without_hardware"]
+    low, high = pooled["roc_auc_ci95"]
+    figures = {
+        "fracatlas_oof_folds": len(summary["folds_present"]),
+        "fracatlas_oof_images": pooled["n"],
+        "fracatlas_oof_roc_auc": pooled["roc_auc"],
+        "fracatlas_oof_roc_auc_ci95_low": low,
+        "fracatlas_oof_roc_auc_ci95_high": high,
+        "fracatlas_oof_pr_auc": pooled["pr_auc"],
+        "fracatlas_oof_sensitivity_at_specificity_0.80": pooled["sensitivity_at_specificity_0.80"],
+        "fracatlas_oof_sensitivity_at_specificity_0.90": pooled["sensitivity_at_specificity_0.90"],
+        "fracatlas_oof_ece": pooled["ece"],
+        "fracatlas_oof_without_hardware_roc_auc": clean["roc_auc"],
+        "fracatlas_oof_threshold": pooled["threshold"],
+        "fracatlas_oof_sensitivity_at_threshold": pooled["sensitivity"],
+        "fracatlas_oof_specificity_at_threshold": pooled["specificity"],
+    }
+    return {k: v if isinstance(v, int) else round(float(v), 4) for k, v in figures.items()}
+
+
+def write_eval_metrics(metadata: Path, summary: dict) -> None:
+    """Replace ``eval_metrics`` in a bundle's metadata.json, keeping every other key and its order."""
+    meta = json.loads(metadata.read_text())
+    meta["eval_metrics"] = eval_metrics(summary)
+    metadata.write_text(json.dumps(meta, indent=4, ensure_ascii=False) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a benchmarks.fracatlas run, or a benchmarks.fracatlas_cv full/foldK folder")
@@ -132,7 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--info-only", action="store_true",
                         help="rewrite model_info.json only (new OOF figures for the same weights): the weights "
                              "in --to must be run_dir's; their exports stay valid")
+    parser.add_argument("--metadata", type=Path,
+                        help="also write the OOF figures into this bundle metadata.json's eval_metrics (cv runs)")
     args = parser.parse_args(argv)
+    if args.metadata and args.oof is None:
+        parser.error("--metadata takes its figures from --oof SUMMARY")
     if (args.run_dir / "fold.json").is_file():
         if args.oof is None:
             parser.error("a benchmarks.fracatlas_cv run needs --oof SUMMARY (its threshold and figures)")
@@ -156,12 +189,16 @@ def main(argv: list[str] | None = None) -> int:
         info.exports = ModelInfo.load(args.to / MODEL_INFO).exports  # same weights: the checked exports still hold
         info.save(args.to / MODEL_INFO)
         print(f"rewrote {args.to / MODEL_INFO}, threshold {info.threshold:.4f}")
+        if args.metadata:
+            write_eval_metrics(args.metadata, json.loads(args.oof.read_text()))
         return 0
     for stale in ("model.onnx", "model.ts"):  # exports of the previous weights must not survive beside new ones
         (args.to / stale).unlink(missing_ok=True)
     folder = save_model(args.to, network, info)
     size_mb = (folder / "model.pt").stat().st_size / 2**20
     print(f"wrote {folder} (model.pt {size_mb:.1f} MB), threshold {info.threshold:.4f}")
+    if args.metadata:
+        write_eval_metrics(args.metadata, json.loads(args.oof.read_text()))
     if args.export:
         from monai_fracture.model.export import export_model
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -197,6 +198,19 @@ def test_a_full_fit_ships_with_the_oof_threshold_and_its_own_heatmap_recipe(tiny
     assert ship_fracatlas.main([str(tmp_path / "run" / "full"), "--to", str(shipped), "--version", "9.9.9",
                                 "--oof", str(newer), "--heatmap", "gradcam@last", "--info-only"]) == 0
     assert Classifier(shipped).threshold == pytest.approx(0.4321) and (shipped / "model.pt").read_bytes() == weights
+    # ... and the bundle's metadata.json eval_metrics from the same file, every other key kept
+    metadata = tmp_path / "metadata.json"
+    original = json.loads((Path(__file__).resolve().parents[1] / "bundles" / "fracture_classification" / "configs"
+                           / "metadata.json").read_text())
+    metadata.write_text(json.dumps(original, indent=4))
+    assert ship_fracatlas.main([str(tmp_path / "run" / "full"), "--to", str(shipped), "--version", "9.9.9",
+                                "--oof", str(newer), "--heatmap", "gradcam@last", "--info-only",
+                                "--metadata", str(metadata)]) == 0
+    written = json.loads(metadata.read_text())
+    assert {k: v for k, v in written.items() if k != "eval_metrics"} == {
+        k: v for k, v in original.items() if k != "eval_metrics"}
+    assert written["eval_metrics"]["fracatlas_oof_threshold"] == 0.4321
+    assert written["eval_metrics"]["fracatlas_oof_folds"] == 1
     with pytest.raises(SystemExit, match="other weights"):
         ship_fracatlas.main([str(tmp_path / "run" / "fold0"), "--to", str(shipped), "--oof", str(newer), "--info-only"])
     with pytest.raises(SystemExit, match="another recipe"):

