@@ -115,8 +115,9 @@ def markdown_row(name: str, report: dict, cpu_s: float | None = None) -> str:
     p, f, nh = report["pooled"], report["fold_roc_auc"], report["without_hardware"]
     low, high = p.get("roc_auc_ci95", (float("nan"), float("nan")))
     cpu = f"{cpu_s / 60:.0f}" if cpu_s else "–"
+    spread = " (one fold)" if f["sd"] is None else f" ± {f['sd']:.3f}"
     return (f"| {name} | {','.join(map(str, report['folds_present']))} | {p['roc_auc']:.3f} ({low:.3f}–{high:.3f}) | "
-            f"{f['mean']:.3f} ± {f['sd'] or 0:.3f} | {p['pr_auc']:.3f} | {p['sensitivity_at_specificity_0.80']:.3f} | "
+            f"{f['mean']:.3f}{spread} | {p['pr_auc']:.3f} | {p['sensitivity_at_specificity_0.80']:.3f} | "
             f"{p['sensitivity_at_specificity_0.90']:.3f} | {p['ece']:.3f} | {nh['roc_auc']:.3f} | {cpu} |")
 
 

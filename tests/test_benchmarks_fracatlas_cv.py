@@ -219,6 +219,31 @@ def test_a_full_fit_ships_with_the_oof_threshold_and_its_own_heatmap_recipe(tiny
         ship_fracatlas.main([str(tmp_path / "run" / "full"), "--to", str(tmp_path / "x"), "--oof", str(other)])
 
 
+def test_validation_tables_are_the_committed_results():
+    """docs/validation.md's generated OOF tables hold what benchmarks/results holds (rerun fracatlas_docs if not)."""
+    from benchmarks import fracatlas_docs
+
+    assert fracatlas_docs.main(["lite0_320_box0.2", "--check"]) == 0
+
+
+def test_generated_tables_follow_the_results_and_unknown_blocks_are_refused():
+    from benchmarks.fracatlas_docs import per_fold, render
+
+    summary = {"per_fold": {"0": {"n": 10, "positives": 3, "roc_auc": 0.91, "pr_auc": 0.8, "ece": 0.02,
+                                  "sensitivity_at_specificity_0.80": 0.67},
+                            "1": {"n": 9, "positives": 2, "roc_auc": 0.88, "pr_auc": 0.7, "ece": 0.04,
+                                  "sensitivity_at_specificity_0.80": 0.5, "threshold_from_other_folds": 0.31,
+                                  "sensitivity_at_other_folds_threshold": 0.5,
+                                  "specificity_at_other_folds_threshold": 0.857}}}
+    table = per_fold(summary, [{"fold": 1, "cpu_s": 3600.0}])
+    assert table.splitlines()[3] == "| 1 | 9 | 2 | 0.880 | 0.700 | 0.500 | 0.040 | 0.310: 0.500 / 0.857 | 60 |"
+    page = ("intro\n<!-- generated: oof-folds (benchmarks.fracatlas_docs) -->\nold\n"
+            "<!-- end generated: oof-folds -->\noutro\n")
+    assert render(page, {"oof-folds": "NEW"}) == page.replace("\nold\n", "\nNEW\n")
+    with pytest.raises(KeyError, match="oof-folds"):
+        render(page, {})
+
+
 def test_paired_bootstrap_moves_both_models_together():
     from benchmarks.fracatlas_paired import paired_bootstrap
 
