@@ -4,7 +4,7 @@
 
 The tables between ``<!-- generated: NAME (benchmarks.fracatlas_docs) -->`` and
 ``<!-- end generated: NAME -->`` are rewritten from ``benchmarks/results/fracatlas_cv/RECIPE/``
-(``summary.json``, ``summary_tta.json``, ``foldK.json``), so that the figures a reader sees are
+(``summary.json``, ``summary_tta.json``, ``foldK.json``, ``fullfit_check.json``), so that the figures a reader sees are
 the ones the files hold as folds are added. ``--check`` changes nothing and exits 1 when a table
 is stale (the test suite runs it).
 """
@@ -98,6 +98,28 @@ def regions(summary: dict) -> str:
     return "\n".join(rows)
 
 
+def fullfit(check: dict, summary: dict) -> str:
+    """What can be compared of the shipped full fit and the fold networks (``fullfit_check.json``)."""
+    if check["folds_present"] != summary["folds_present"] or abs(check["threshold"] - summary["pooled"]["threshold"]) > 1e-6:
+        raise ValueError("fullfit_check.json was written for other folds or another threshold than summary.json: "
+                         "rerun benchmarks.fracatlas_fullfit_check after benchmarks.ship_fracatlas --info-only")
+    losses = check["training_loss"]
+    rows = ["| network | images it trained on | last-epoch loss (box loss) | fold's images called positive at "
+            f"{check['threshold']:.3f} | Spearman with the fold network there | ROC-AUC there |",
+            "|---|---|---|---|---|---|"]
+    full = losses["full_fit"]
+    rows.append(f"| shipped full fit | all | {_f(full['loss'])} ({_f(full['box_loss'])}) | see each fold | | "
+                "training-set figures, not results |")
+    for fold, entry in sorted(check["per_fold"].items(), key=lambda kv: int(kv[0])):
+        loss = losses["folds"].get(fold, {})
+        rows.append(f"| fold {fold} network | the other folds | {_f(loss.get('loss'))} ({_f(loss.get('box_loss'))}) | "
+                    f"{entry['called_positive_fold_network']} of {entry['images']} ({entry['fractured']} fractured); "
+                    f"full fit: {entry['called_positive_full_fit']} | "
+                    f"{entry['spearman_full_fit_vs_fold_network']:.2f} | {entry['fold_network_roc_auc_out_of_fold']:.3f} "
+                    f"out of fold; full fit {entry['full_fit_roc_auc_training_images']:.3f} (trained on them) |")
+    return "\n".join(rows)
+
+
 def blocks(recipe: str, results: Path) -> dict[str, str]:
     folder = results / recipe
     summary = json.loads((folder / "summary.json").read_text())
@@ -111,7 +133,9 @@ def blocks(recipe: str, results: Path) -> dict[str, str]:
         "| recipe | folds | pooled ROC-AUC (95% CI) | fold ROC-AUC mean ± sd | PR-AUC | sens. @ spec. 0.80 | "
         "sens. @ spec. 0.90 | ECE | no-hardware ROC-AUC | CPU min |", "|---|---|---|---|---|---|---|---|---|---|",
         markdown_row(f"`{recipe}`", summary, summary.get("cpu_s"))])
-    return {"oof-headline": headline(summary, tta, folds), "oof-recipe": recipe_table,
+    check_file = folder / "fullfit_check.json"
+    check = fullfit(json.loads(check_file.read_text()), summary) if check_file.is_file() else "(not run yet)"
+    return {"oof-headline": headline(summary, tta, folds), "oof-recipe": recipe_table, "fullfit-check": check,
             "oof-folds": per_fold(summary, metas),
             "oof-regions": regions(summary)}
 

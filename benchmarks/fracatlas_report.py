@@ -7,7 +7,8 @@
 
 Writes ROC, calibration and confusion-matrix plots of the held-out probabilities (a run's
 validation fold, or a recipe's pooled out-of-fold files ``fold*_oof.csv``; the probabilities
-``monai-fracture score`` computes) at ``--model``'s threshold, and a heatmap panel of the most
+``monai-fracture score`` computes) at ``--model``'s threshold (for out-of-fold files: the pooled
+threshold of ``summary.json``, the one shipped), and a heatmap panel of the most
 confident false negatives and false positives, read and preprocessed by the scoring code. For
 out-of-fold files the panel draws only images ``--model`` held out (a fold's model: its own
 fold), so no heatmap comes from a network that trained on the image.
@@ -31,8 +32,9 @@ from monai_fracture.model import Classifier  # noqa: E402
 from monai_fracture.training.evaluation import write_evaluation  # noqa: E402
 
 
-def gradcam_panel(val: pd.DataFrame, data_dir: Path, model: Path, out_file: Path, per_kind: int = 4) -> list[dict]:
-    classifier = Classifier(model)
+def gradcam_panel(val: pd.DataFrame, data_dir: Path, model: Path, out_file: Path, per_kind: int = 4,
+                  threshold: float | None = None) -> list[dict]:
+    classifier = Classifier(model, threshold=threshold)
     threshold = classifier.threshold
     fn = val[(val["label"] == 1) & (val["probability"] < threshold)].nsmallest(per_kind, "probability")
     fp = val[(val["label"] == 0) & (val["probability"] >= threshold)].nlargest(per_kind, "probability")
@@ -65,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("docs/validation"))
     args = parser.parse_args(argv)
     info = ModelInfo.load(args.model / "model_info.json")
+    threshold = info.threshold
     if (args.run_dir / "val_predictions.csv").is_file():
         val = pd.read_csv(args.run_dir / "val_predictions.csv")
         held_out = val
@@ -80,9 +83,14 @@ def main(argv: list[str] | None = None) -> int:
         if not metas or any({k: v for k, v in m["recipe"].items() if k != "fold"} != model_recipe for m in metas):
             parser.error(f"--model {args.model} was trained with another recipe than {args.run_dir}'s folds")
         held_out = val[val["fold"] == fold]
-    write_evaluation(args.out, val["probability"], val["label"], val["path"], info.threshold)
+        # the plots and the panel at the shipped threshold: the one chosen on these pooled OOF probabilities
+        summary = json.loads((args.run_dir / "summary.json").read_text())
+        if summary["folds_present"] != sorted(int(f) for f in val["fold"].unique()):
+            parser.error(f"{args.run_dir / 'summary.json'} pools other folds: rerun benchmarks.fracatlas_oof first")
+        threshold = float(summary["pooled"]["threshold"])
+    write_evaluation(args.out, val["probability"], val["label"], val["path"], threshold)
     (args.out / "predictions.csv").unlink(missing_ok=True)  # per-image list stays with the run, not the docs
-    errors = gradcam_panel(held_out, args.data, args.model, args.out / "gradcam_errors.png")
+    errors = gradcam_panel(held_out, args.data, args.model, args.out / "gradcam_errors.png", threshold=threshold)
     (args.out / "gradcam_errors.json").write_text(json.dumps(errors, indent=2) + "\n")
     return 0
 

@@ -177,6 +177,25 @@ def test_a_full_fit_ships_with_the_oof_threshold_and_its_own_heatmap_recipe(tiny
     assert (classifier.heatmap_method, classifier.heatmap_layer) == ("gradcam", ("last",))
     with pytest.raises(SystemExit, match="no validation fold"):
         validation_frame(tiny_fracatlas, shipped)
+    # the docs' plots: pooled OOF at the pooled (shipped) threshold, heatmaps only from the fold's own network
+    from benchmarks import fracatlas_report
+
+    fold_model = tmp_path / "fold0_model"
+    other_threshold = tmp_path / "other_threshold.json"
+    other_threshold.write_text(json.dumps({**summary, "pooled": {**summary["pooled"], "threshold": 0.4321}}))
+    assert ship_fracatlas.main([str(tmp_path / "run" / "fold0"), "--to", str(fold_model), "--version", "9.9.9-fold0",
+                                "--oof", str(other_threshold)]) == 0  # packaged with another threshold
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    assert fracatlas_report.main([str(tmp_path / "results" / "tiny"), "--model", str(fold_model),
+                                  "--data", str(tiny_fracatlas), "--out", str(figures)]) == 0
+    assert {"roc_curve.png", "calibration.png", "confusion_matrix.png", "gradcam_errors.png"} <= {
+        p.name for p in figures.iterdir()}
+    assert json.loads((figures / "metrics.json").read_text())["threshold"] == pytest.approx(
+        summary["pooled"]["threshold"])
+    with pytest.raises(SystemExit):  # the full fit trained on every image: no heatmap of it may be shown
+        fracatlas_report.main([str(tmp_path / "results" / "tiny"), "--model", str(shipped),
+                               "--data", str(tiny_fracatlas), "--out", str(figures)])
     # what can be compared of the full fit and the fold network: losses, ranks, calls on the fold's images
     from benchmarks import fracatlas_fullfit_check
 
