@@ -20,6 +20,7 @@ from pathlib import Path
 from benchmarks.fracatlas_oof import RESULTS_ROOT, fold_metas, markdown_row
 
 DOC = Path("docs/validation.md")
+MIN_POSITIVES = 10  # fewest fractured images for a region's ROC-AUC to be shown
 #: The issue's targets: (label, summary getter, threshold, higher is better).
 TARGETS = (
     ("ROC-AUC", lambda s: s["pooled"]["roc_auc"], 0.95, True),
@@ -30,7 +31,7 @@ TARGETS = (
 
 
 def _f(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+    return "–" if value is None or value != value else f"{value:.{digits}f}"  # None or NaN
 
 
 def _ci(entry: dict) -> str:
@@ -61,10 +62,10 @@ def headline(summary: dict, tta: dict | None, folds: int) -> str:
              f"| sensitivity at specificity 0.90 | {_f(p['sensitivity_at_specificity_0.90'])} | | |",
              f"| threshold (Youden's J on the pooled OOF probabilities) | {p['threshold']:.3f}: sensitivity "
              f"{_f(p['sensitivity'])}, specificity {_f(p['specificity'])} (chosen on these images: optimistic) | | |"]
-    if point:
+    if point and point["threshold"] is not None:
         rows.append(f"| screening point (lowest threshold with specificity ≥ {point['specificity_target']:.2f}) | "
                     f"{point['threshold']:.3f}: sensitivity {_f(point['sensitivity'])}, specificity "
-                    f"{_f(point['specificity'])} | | |")
+                    f"{_f(point['specificity'])} (also chosen on these images) | | |")
     if tta:
         rows.append(f"| with a left-right flip average (`probability_tta`) | ROC-AUC {_ci(tta['pooled'])} | | |")
     return "\n".join(rows)
@@ -81,7 +82,7 @@ def per_fold(summary: dict, metas: list[dict]) -> str:
                  f"{_f(entry['specificity_at_other_folds_threshold'])}")
         minutes = cpu.get(int(fold))
         rows.append(f"| {fold} | {entry['n']} | {entry['positives']} | {_f(entry['roc_auc'])} | {_f(entry['pr_auc'])} | "
-                    f"{_f(entry['sensitivity_at_specificity_0.80'])} | {_f(entry['ece'])} | {other} | "
+                    f"{_f(entry.get('sensitivity_at_specificity_0.80'))} | {_f(entry['ece'])} | {other} | "
                     f"{'–' if minutes is None else f'{minutes / 60:.0f}'} |")
     return "\n".join(rows)
 
@@ -94,7 +95,9 @@ def regions(summary: dict) -> str:
     for name, e in subsets:
         sens = _f(e["sensitivity"]) if e["positives"] else "–"
         spec = _f(e["specificity"]) if e["n"] > e["positives"] else "–"
-        rows.append(f"| {name} | {e['n']} | {e['positives']} | {_ci(e)} | {sens} | {spec} | {_f(e['ece'])} |")
+        # a ROC-AUC from a handful of fractures is noise with a degenerate interval: not shown
+        auc = _ci(e) if e["positives"] >= MIN_POSITIVES else f"– ({e['positives']} fractured: too few)"
+        rows.append(f"| {name} | {e['n']} | {e['positives']} | {auc} | {sens} | {spec} | {_f(e['ece'])} |")
     return "\n".join(rows)
 
 
@@ -115,8 +118,9 @@ def fullfit(check: dict, summary: dict) -> str:
         rows.append(f"| fold {fold} network | the other folds | {_f(loss.get('loss'))} ({_f(loss.get('box_loss'))}) | "
                     f"{entry['called_positive_fold_network']} of {entry['images']} ({entry['fractured']} fractured); "
                     f"full fit: {entry['called_positive_full_fit']} | "
-                    f"{entry['spearman_full_fit_vs_fold_network']:.2f} | {entry['fold_network_roc_auc_out_of_fold']:.3f} "
-                    f"out of fold; full fit {entry['full_fit_roc_auc_training_images']:.3f} (trained on them) |")
+                    f"{_f(entry['spearman_full_fit_vs_fold_network'], 2)} | "
+                    f"{_f(entry['fold_network_roc_auc_out_of_fold'])} out of fold; full fit "
+                    f"{_f(entry['full_fit_roc_auc_training_images'])} (trained on them) |")
     return "\n".join(rows)
 
 
@@ -151,10 +155,11 @@ def render(text: str, generated: dict[str, str]) -> str:
             raise KeyError(f"{DOC}: no generator for block {name!r}")
         return f"{match.group(1)}{generated[name]}\n{match.group(4)}"
 
-    out, count = pattern.subn(replace, text)
-    if count == 0:
-        raise ValueError("no generated block found")
-    return out
+    found = [m.group("name") for m in pattern.finditer(text)]
+    missing = sorted(set(generated) - set(found))
+    if missing:  # a deleted or misspelt marker would otherwise leave a table silently stale
+        raise ValueError(f"generated block(s) {missing} not found (each needs its begin and end marker)")
+    return pattern.sub(replace, text)
 
 
 def main(argv: list[str] | None = None) -> int:

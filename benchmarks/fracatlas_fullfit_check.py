@@ -24,6 +24,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from benchmarks.fracatlas_oof import RESULTS_ROOT, fold_metas, load_oof
+from benchmarks.metrics import finite_or_none
 from monai_fracture.io import read_image
 from monai_fracture.model import Classifier
 from monai_fracture.training.metrics import roc_auc
@@ -47,11 +48,11 @@ def fold_comparison(oof: pd.DataFrame, full: np.ndarray, threshold: float) -> di
         mine, theirs, labels = full[part.index], part["probability"].to_numpy(), part["label"].to_numpy()
         out[int(fold)] = {
             "images": len(part), "fractured": int(labels.sum()),
-            "spearman_full_fit_vs_fold_network": float(spearmanr(mine, theirs).statistic),
+            "spearman_full_fit_vs_fold_network": finite_or_none(spearmanr(mine, theirs).statistic),
             "called_positive_full_fit": int((mine >= threshold).sum()),
             "called_positive_fold_network": int((theirs >= threshold).sum()),
-            "fold_network_roc_auc_out_of_fold": roc_auc(theirs, labels),
-            "full_fit_roc_auc_training_images": roc_auc(mine, labels),
+            "fold_network_roc_auc_out_of_fold": finite_or_none(roc_auc(theirs, labels)),
+            "full_fit_roc_auc_training_images": finite_or_none(roc_auc(mine, labels)),
         }
     return out
 
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "training_loss": loss_comparison(info.training_data.get("history", []), metas),
         "per_fold": fold_comparison(oof, full, info.threshold),
     }
-    (folder / "fullfit_check.json").write_text(json.dumps(result, indent=2) + "\n")
+    (folder / "fullfit_check.json").write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
     print(json.dumps(result, indent=2))
     return 0
 

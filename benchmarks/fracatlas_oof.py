@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_curve
 
-from benchmarks.metrics import binary_report
+from benchmarks.metrics import finite_or_none, binary_report
 from monai_fracture.training.metrics import binary_scores, choose_threshold
 
 logger = logging.getLogger("benchmarks.fracatlas_oof")
@@ -61,7 +61,8 @@ def oof_report(oof: pd.DataFrame, column: str = "probability", folds: int = 5, b
             threshold = choose_threshold(others[column].to_numpy(), others["label"].to_numpy()).threshold
             scores = binary_scores(part[column].to_numpy(), part["label"].to_numpy(), threshold)
             entry["threshold_from_other_folds"] = threshold
-            entry.update({f"{k}_at_other_folds_threshold": scores[k] for k in ("sensitivity", "specificity")})
+            entry.update({f"{k}_at_other_folds_threshold": finite_or_none(scores[k])
+                          for k in ("sensitivity", "specificity")})
         per_fold[int(fold)] = entry
     aucs = [v["roc_auc"] for v in per_fold.values() if v["roc_auc"] is not None]
     clean = oof[oof["hardware"] == 0]
@@ -83,8 +84,12 @@ def oof_report(oof: pd.DataFrame, column: str = "probability", folds: int = 5, b
 def screening_point(labels: np.ndarray, probs: np.ndarray, specificity: float = 0.80) -> dict:
     """The operating point behind "sensitivity at specificity 0.80": the lowest threshold whose OOF specificity
     stays >= ``specificity`` (midway to the next lower score, like the shipped Youden threshold)."""
+    if len(labels) == 0 or labels.min() == labels.max():
+        return {"specificity_target": specificity, "threshold": None, "sensitivity": None, "specificity": None}
     fpr, tpr, thresholds = roc_curve(labels, probs, drop_intermediate=False)
     ok = np.flatnonzero(((1 - fpr) >= specificity) & np.isfinite(thresholds))
+    if not len(ok):  # ties at the top score: no finite threshold keeps the specificity
+        return {"specificity_target": specificity, "threshold": None, "sensitivity": None, "specificity": None}
     index = int(ok[-1])
     lower = float(thresholds[index + 1]) if index + 1 < len(thresholds) else 0.0
     return {"specificity_target": specificity, "threshold": (float(thresholds[index]) + lower) / 2.0,
@@ -112,13 +117,16 @@ def markdown_regions(report: dict) -> str:
 
 def markdown_row(name: str, report: dict, cpu_s: float | None = None) -> str:
     """One line of the table of tries in docs/validation.md."""
+    def fmt(value: float | None) -> str:
+        return "–" if value is None else f"{value:.3f}"
+
     p, f, nh = report["pooled"], report["fold_roc_auc"], report["without_hardware"]
-    low, high = p.get("roc_auc_ci95", (float("nan"), float("nan")))
+    low, high = p.get("roc_auc_ci95", (None, None))
     cpu = f"{cpu_s / 60:.0f}" if cpu_s else "–"
     spread = " (one fold)" if f["sd"] is None else f" ± {f['sd']:.3f}"
-    return (f"| {name} | {','.join(map(str, report['folds_present']))} | {p['roc_auc']:.3f} ({low:.3f}–{high:.3f}) | "
-            f"{f['mean']:.3f}{spread} | {p['pr_auc']:.3f} | {p['sensitivity_at_specificity_0.80']:.3f} | "
-            f"{p['sensitivity_at_specificity_0.90']:.3f} | {p['ece']:.3f} | {nh['roc_auc']:.3f} | {cpu} |")
+    return (f"| {name} | {','.join(map(str, report['folds_present']))} | {fmt(p['roc_auc'])} ({fmt(low)}–{fmt(high)}) | "
+            f"{fmt(f['mean'])}{spread} | {fmt(p['pr_auc'])} | {fmt(p.get('sensitivity_at_specificity_0.80'))} | "
+            f"{fmt(p.get('sensitivity_at_specificity_0.90'))} | {fmt(p['ece'])} | {fmt(nh['roc_auc'])} | {cpu} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,13 +145,15 @@ def main(argv: list[str] | None = None) -> int:
     report["cpu_s"] = round(sum(m.get("cpu_s", 0.0) for m in metas), 1)
     report["recipe"] = metas[0]["recipe"] if metas else None
     suffix = "" if args.column == "probability" else "_tta"
-    (folder / f"summary{suffix}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (folder / f"summary{suffix}.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     if not report["complete"]:
         logger.warning("only folds %s of %d: not a cross-validated figure yet", report["folds_present"], folds)
     logger.info("%s", markdown_row(args.name + suffix, report, report["cpu_s"]))
     point = report["screening_point"]
-    logger.info("threshold %.3f (Youden's J); screening point: threshold %.3f gives sensitivity %.3f, specificity %.3f",
-                report["pooled"]["threshold"], point["threshold"], point["sensitivity"], point["specificity"])
+    if point["threshold"] is not None:
+        logger.info("threshold %.3f (Youden's J); screening point: threshold %.3f gives sensitivity %.3f, "
+                    "specificity %.3f", report["pooled"]["threshold"], point["threshold"], point["sensitivity"],
+                    point["specificity"])
     print(markdown_regions(report))
     return 0
 

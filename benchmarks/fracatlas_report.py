@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         if summary["folds_present"] != sorted(int(f) for f in val["fold"].unique()):
             parser.error(f"{args.run_dir / 'summary.json'} pools other folds: rerun benchmarks.fracatlas_oof first")
         threshold = float(summary["pooled"]["threshold"])
-    write_evaluation(args.out, val["probability"], val["label"], val["path"], threshold)
+    write_evaluation(args.out, val["probability"], val["label"], val["path"], threshold,
+                     groups=val["group"] if "group" in val else None)  # the interval of the tables: whole groups
     (args.out / "predictions.csv").unlink(missing_ok=True)  # per-image list stays with the run, not the docs
     errors = gradcam_panel(held_out, args.data, args.model, args.out / "gradcam_errors.png", threshold=threshold)
     (args.out / "gradcam_errors.json").write_text(json.dumps(errors, indent=2) + "\n")

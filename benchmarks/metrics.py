@@ -28,7 +28,7 @@ def binary_report(labels: np.ndarray, probs: np.ndarray, threshold: float | None
         "roc_auc": roc_auc(probs, labels) if both else None,
         "pr_auc": pr_auc(probs, labels) if both else None,
         "threshold": chosen,
-        **{k: _finite_or_none(scores[k]) for k in ("sensitivity", "specificity", "accuracy", "f1")},
+        **{k: finite_or_none(scores[k]) for k in ("sensitivity", "specificity", "accuracy", "f1")},
         "ece": expected_calibration_error(probs, labels) if len(labels) else None,
         "confusion": {k: scores[k] for k in ("tp", "fp", "tn", "fn")},
     }
@@ -40,7 +40,7 @@ def binary_report(labels: np.ndarray, probs: np.ndarray, threshold: float | None
     return out
 
 
-def _finite_or_none(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
     """Undefined scores (no positive image: no sensitivity) as JSON null; NaN is not JSON and breaks jq and JS."""
     return None if value is None or not np.isfinite(value) else float(value)
 

@@ -123,7 +123,7 @@ def cv_model_info(run_dir: Path, oof_summary: Path, version: str) -> tuple[dict,
 def eval_metrics(summary: dict) -> dict[str, float | int]:
     """The bundle's ``metadata.json`` ``eval_metrics`` from a pooled OOF summary (rounded as quoted)."""
     pooled, clean = summary["pooled"], summary["without_hardware"]
-    low, high = pooled["roc_auc_ci95"]
+    low, high = pooled.get("roc_auc_ci95", (None, None))
     figures = {
         "fracatlas_oof_folds": len(summary["folds_present"]),
         "fracatlas_oof_images": pooled["n"],
@@ -139,7 +139,8 @@ def eval_metrics(summary: dict) -> dict[str, float | int]:
         "fracatlas_oof_sensitivity_at_threshold": pooled["sensitivity"],
         "fracatlas_oof_specificity_at_threshold": pooled["specificity"],
     }
-    return {k: v if isinstance(v, int) else round(float(v), 4) for k, v in figures.items()}
+    # an undefined figure (no interval without a bootstrap, no ROC-AUC with one class) is left out, not invented
+    return {k: v if isinstance(v, int) else round(float(v), 4) for k, v in figures.items() if v is not None}
 
 
 def write_eval_metrics(metadata: Path, summary: dict) -> None:

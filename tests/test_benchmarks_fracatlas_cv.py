@@ -238,11 +238,29 @@ def test_a_full_fit_ships_with_the_oof_threshold_and_its_own_heatmap_recipe(tiny
         ship_fracatlas.main([str(tmp_path / "run" / "full"), "--to", str(tmp_path / "x"), "--oof", str(other)])
 
 
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_RESULTS = REPO / "benchmarks" / "results" / "fracatlas_cv"
+
+
 def test_validation_tables_are_the_committed_results():
     """docs/validation.md's generated OOF tables hold what benchmarks/results holds (rerun fracatlas_docs if not)."""
     from benchmarks import fracatlas_docs
 
-    assert fracatlas_docs.main(["lite0_320_box0.2", "--check"]) == 0
+    assert fracatlas_docs.main(["lite0_320_box0.2", "--check", "--results", str(SHIPPED_RESULTS),
+                                "--doc", str(REPO / "docs" / "validation.md")]) == 0
+
+
+def test_the_shipped_model_carries_the_committed_pooled_oof_figures():
+    """model_info.json and metadata.json were rewritten from the same summary.json the docs are generated from."""
+    summary = json.loads((SHIPPED_RESULTS / "lite0_320_box0.2" / "summary.json").read_text())
+    bundle = REPO / "bundles" / "fracture_classification"
+    info = json.loads((bundle / "models" / "fracatlas" / "model_info.json").read_text())
+    assert info["threshold"] == pytest.approx(summary["pooled"]["threshold"])
+    assert info["metrics"]["validation"] == summary["pooled"]
+    assert info["metrics"]["oof_folds"] == summary["folds_present"]
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert meta["eval_metrics"]["fracatlas_oof_folds"] == len(summary["folds_present"])
+    assert meta["eval_metrics"]["fracatlas_oof_roc_auc"] == pytest.approx(summary["pooled"]["roc_auc"], abs=1e-4)
 
 
 def test_generated_tables_follow_the_results_and_unknown_blocks_are_refused():
@@ -261,6 +279,20 @@ def test_generated_tables_follow_the_results_and_unknown_blocks_are_refused():
     assert render(page, {"oof-folds": "NEW"}) == page.replace("\nold\n", "\nNEW\n")
     with pytest.raises(KeyError, match="oof-folds"):
         render(page, {})
+    with pytest.raises(ValueError, match="oof-regions"):  # a table whose markers went missing is not skipped
+        render(page, {"oof-folds": "NEW", "oof-regions": "X"})
+    # a fold without a threshold from other folds or a CPU time shows dashes
+    assert per_fold(summary, []).splitlines()[2] == "| 0 | 10 | 3 | 0.910 | 0.800 | 0.670 | 0.020 | – | – |"
+
+
+def test_a_region_with_few_fractures_shows_no_roc_auc():
+    from benchmarks.fracatlas_docs import regions
+
+    entry = {"n": 49, "positives": 2, "roc_auc": 1.0, "roc_auc_ci95": [1.0, 1.0], "sensitivity": 1.0,
+             "specificity": 0.979, "ece": 0.03}
+    table = regions({"by_region": {"hip": entry}, "without_hardware": {**entry, "positives": 40, "n": 400}})
+    assert "| hip | 49 | 2 | – (2 fractured: too few) | 1.000 | 0.979 | 0.030 |" in table
+    assert "| **without hardware** | 400 | 40 | 1.000 (1.000–1.000) |" in table
 
 
 def test_paired_bootstrap_moves_both_models_together():

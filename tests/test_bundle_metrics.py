@@ -17,6 +17,7 @@ from monai_fracture.training.evaluation import (
     METRICS_FILE,
     PREDICTIONS_FILE,
     ROC_PNG,
+    evaluation_metrics,
     write_evaluation,
 )
 from monai_fracture.training.metrics import (
@@ -185,3 +186,17 @@ def test_threshold_metrics_prefixes_the_scores_at_the_chosen_threshold():
                    "val_threshold_rule": "maximise Youden's J on validation (J=0.7500; ties -> higher threshold)"}
     fixed = threshold_metrics(probs, labels, rule="fixed", fixed_threshold=0.35)
     assert fixed["threshold"] == 0.35 and fixed["sensitivity"] == 1.0 and fixed["specificity"] == 0.75
+
+
+def test_the_evaluation_interval_resamples_whole_groups_when_given():
+    """Near-duplicate copies must move together, or they narrow the interval (the docs' plots use the groups)."""
+    rng = np.random.default_rng(5)
+    labels = np.repeat((rng.random(60) < 0.3).astype(int), 4)  # 60 radiographs, 4 copies each
+    probs = np.clip(labels * 0.25 + np.repeat(rng.random(60), 4) * 0.75, 0, 1)
+    groups = np.repeat(np.arange(60), 4)
+    grouped = evaluation_metrics(probs, labels, 0.5, n_bootstrap=300, groups=groups)
+    plain = evaluation_metrics(probs, labels, 0.5, n_bootstrap=300)
+    assert grouped["roc_auc_ci95"] == pytest.approx(list(bootstrap_roc_auc_ci(probs, labels, 300, groups=groups)))
+    assert "whole groups" in grouped["roc_auc_ci_method"] and "groups" not in plain["roc_auc_ci_method"]
+    width = lambda m: m["roc_auc_ci95"][1] - m["roc_auc_ci95"][0]  # noqa: E731
+    assert width(grouped) > 1.3 * width(plain)  # copies counted as independent images understate the uncertainty

@@ -44,11 +44,17 @@ def evaluation_metrics(
     n_bootstrap: int = 1000,
     seed: int = 0,
     n_calibration_bins: int = 10,
+    groups: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
-    """ROC-AUC with a bootstrap 95% CI, PR-AUC, ECE, and the scores at ``threshold`` (NaN -> None)."""
+    """ROC-AUC with a bootstrap 95% CI, PR-AUC, ECE, and the scores at ``threshold`` (NaN -> None).
+
+    ``groups`` (e.g. near-duplicate groups): the bootstrap resamples whole groups, so copies of one
+    radiograph move together and the interval is not narrowed by them.
+    """
     probs = np.asarray(probs, dtype=np.float64).reshape(-1)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    low, high = bootstrap_roc_auc_ci(probs, labels, n_resamples=n_bootstrap, seed=seed)
+    groups = None if groups is None else np.asarray(groups)
+    low, high = bootstrap_roc_auc_ci(probs, labels, n_resamples=n_bootstrap, seed=seed, groups=groups)
     scores = binary_scores(probs, labels, threshold)
     out: dict[str, Any] = {
         "n": int(labels.size),
@@ -56,7 +62,8 @@ def evaluation_metrics(
         "n_negative": int(labels.size - labels.sum()),
         "roc_auc": _finite_or_none(roc_auc(probs, labels)),
         "roc_auc_ci95": [_finite_or_none(low), _finite_or_none(high)],
-        "roc_auc_ci_method": f"percentile bootstrap, {n_bootstrap} resamples, seed {seed}",
+        "roc_auc_ci_method": (f"percentile bootstrap{' of whole groups' if groups is not None else ''}, "
+                              f"{n_bootstrap} resamples, seed {seed}"),
         "pr_auc": _finite_or_none(pr_auc(probs, labels)),
         "ece": _finite_or_none(expected_calibration_error(probs, labels, n_calibration_bins)),
         "ece_bins": n_calibration_bins,
@@ -166,13 +173,14 @@ def write_evaluation(
     n_bootstrap: int = 1000,
     seed: int = 0,
     extra: dict[str, Any] | None = None,
+    groups: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """Write metrics.json, predictions.csv and the three PNG plots under ``out_dir``; return the metrics."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     probs = np.asarray(probs, dtype=np.float64).reshape(-1)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    metrics = evaluation_metrics(probs, labels, threshold, n_bootstrap=n_bootstrap, seed=seed)
+    metrics = evaluation_metrics(probs, labels, threshold, n_bootstrap=n_bootstrap, seed=seed, groups=groups)
     if extra:
         metrics.update(extra)
     (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")

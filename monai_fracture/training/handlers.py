@@ -1,7 +1,8 @@
 """Ignite handlers the bundle configs attach to MONAI's engines.
 
-- ``BestModelSaver`` (validator): on each new best key metric, writes ``model.pt`` and
-  ``model_info.json`` together (rank 0 only), with the threshold chosen on that validation.
+- ``BestModelSaver`` (validator): on each new best key metric (or after every validation with
+  ``selection="last"``), writes ``model.pt`` and ``model_info.json`` together (rank 0 only), with
+  the threshold chosen on that validation.
 - ``TrainingHistory`` (trainer): per-epoch mean loss and validation metrics, a log line on every
   rank and ``history.json`` on rank 0.
 - ``EvaluationWriter`` / ``PredictionWriter`` (evaluator): collect P(fracture) per image and write
@@ -56,9 +57,10 @@ def _filename(item: Mapping[str, Any], image_key: str, path_key: str = "path") -
 
 class BestModelSaver:
     """Save the model package whenever the validator's key metric improves (``selection="best"``), or after
-    every validation (``selection="last"``: the network after the last epoch is the network, as in the
+    every validation (``selection="last"``: the last validated network is the network, as in the
     cross-validated FracAtlas recipe, where picking the best epoch on the split that also sets the
-    threshold would make both figures optimistic).
+    threshold would make both figures optimistic). With ``val_interval`` 1 (the recipe's) that is the
+    network after the last epoch; with a larger interval, the last epoch that was validated.
 
     ``info`` is the template ``ModelInfo`` (network and preprocessing kwargs, data description);
     the threshold (``{prefix}threshold`` metric from ``ThresholdedMetrics``), its rule, the scalar
