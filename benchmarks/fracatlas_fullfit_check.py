@@ -24,10 +24,9 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from benchmarks.fracatlas_oof import RESULTS_ROOT, fold_metas, load_oof
-from benchmarks.metrics import finite_or_none
 from monai_fracture.io import read_image
 from monai_fracture.model import Classifier
-from monai_fracture.training.metrics import roc_auc
+from monai_fracture.training.metrics import finite_or_none, roc_auc
 
 logger = logging.getLogger("benchmarks.fracatlas_fullfit_check")
 SHIPPED = Path("bundles/fracture_classification/models/fracatlas")

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_curve
 
-from benchmarks.metrics import finite_or_none, binary_report
-from monai_fracture.training.metrics import binary_scores, choose_threshold
+from benchmarks.metrics import binary_report
+from monai_fracture.training.metrics import binary_scores, choose_threshold, finite_or_none
 
 logger = logging.getLogger("benchmarks.fracatlas_oof")
 RESULTS_ROOT = Path("benchmarks/results/fracatlas_cv")

@@ -10,6 +10,7 @@ from monai_fracture.training.metrics import (
     bootstrap_roc_auc_ci,
     choose_threshold,
     expected_calibration_error,
+    finite_or_none,
     pr_auc,
     roc_auc,
 )
@@ -38,11 +39,6 @@ def binary_report(labels: np.ndarray, probs: np.ndarray, threshold: float | None
         for specificity in (0.80, 0.90):
             out[f"sensitivity_at_specificity_{specificity:.2f}"] = sensitivity_at_specificity(labels, probs, specificity)
     return out
-
-
-def finite_or_none(value: float) -> float | None:
-    """Undefined scores (no positive image: no sensitivity) as JSON null; NaN is not JSON and breaks jq and JS."""
-    return None if value is None or not np.isfinite(value) else float(value)
 
 
 def sensitivity_at_specificity(labels: np.ndarray, probs: np.ndarray, specificity: float) -> float | None:

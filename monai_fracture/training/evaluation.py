@@ -20,6 +20,7 @@ from monai_fracture.training.metrics import (
     binary_scores,
     bootstrap_roc_auc_ci,
     expected_calibration_error,
+    finite_or_none,
     pr_auc,
     roc_auc,
 )
@@ -31,10 +32,6 @@ PREDICTIONS_FILE = "predictions.csv"
 ROC_PNG = "roc_curve.png"
 CONFUSION_PNG = "confusion_matrix.png"
 CALIBRATION_PNG = "calibration.png"
-
-
-def _finite_or_none(value: float) -> float | None:
-    return None if value is None or not np.isfinite(value) else float(value)
 
 
 def evaluation_metrics(
@@ -60,17 +57,17 @@ def evaluation_metrics(
         "n": int(labels.size),
         "n_positive": int(labels.sum()),
         "n_negative": int(labels.size - labels.sum()),
-        "roc_auc": _finite_or_none(roc_auc(probs, labels)),
-        "roc_auc_ci95": [_finite_or_none(low), _finite_or_none(high)],
+        "roc_auc": finite_or_none(roc_auc(probs, labels)),
+        "roc_auc_ci95": [finite_or_none(low), finite_or_none(high)],
         "roc_auc_ci_method": (f"percentile bootstrap{' of whole groups' if groups is not None else ''}, "
                               f"{n_bootstrap} resamples, seed {seed}"),
-        "pr_auc": _finite_or_none(pr_auc(probs, labels)),
-        "ece": _finite_or_none(expected_calibration_error(probs, labels, n_calibration_bins)),
+        "pr_auc": finite_or_none(pr_auc(probs, labels)),
+        "ece": finite_or_none(expected_calibration_error(probs, labels, n_calibration_bins)),
         "ece_bins": n_calibration_bins,
         "threshold": float(threshold),
     }
     for key, value in scores.items():
-        out[key] = value if isinstance(value, int) else _finite_or_none(value)
+        out[key] = value if isinstance(value, int) else finite_or_none(value)
     return out
 
 

@@ -127,6 +127,11 @@ def _between_scores(thresholds: np.ndarray, index: int) -> float:
     return (upper + lower) / 2.0
 
 
+def finite_or_none(value: float | None) -> float | None:
+    """An undefined score (NaN, inf) as None: JSON null, since NaN is not JSON and strict parsers reject it."""
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
 def _safe_div(num: float, den: float) -> float:
     return float(num) / float(den) if den else float("nan")
 
