@@ -96,25 +96,6 @@ def screening_point(labels: np.ndarray, probs: np.ndarray, specificity: float = 
             "sensitivity": float(tpr[index]), "specificity": float(1 - fpr[index])}
 
 
-def markdown_regions(report: dict) -> str:
-    """The per-region table of docs/validation.md (at the pooled OOF threshold)."""
-    lines = ["| subset | images | fractured | ROC-AUC (95% CI) | sensitivity | specificity |",
-             "|---|---:|---:|---:|---:|---:|"]
-
-    def cell(value: float | None) -> str:
-        return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
-
-    subsets = [*sorted(report["by_region"].items()), ("**without hardware**", report["without_hardware"])]
-    for name, entry in subsets:
-        ci = entry.get("roc_auc_ci95")
-        auc = "–" if entry["roc_auc"] is None else (
-            f"{entry['roc_auc']:.3f} ({ci[0]:.3f}–{ci[1]:.3f})" if ci else f"{entry['roc_auc']:.3f}")
-        sens = cell(entry["sensitivity"]) if entry["positives"] else "–"
-        spec = cell(entry["specificity"]) if entry["n"] > entry["positives"] else "–"
-        lines.append(f"| {name} | {entry['n']} | {entry['positives']} | {auc} | {sens} | {spec} |")
-    return "\n".join(lines)
-
-
 def markdown_row(name: str, report: dict, cpu_s: float | None = None) -> str:
     """One line of the table of tries in docs/validation.md."""
     def fmt(value: float | None) -> str:
@@ -154,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("threshold %.3f (Youden's J); screening point: threshold %.3f gives sensitivity %.3f, "
                     "specificity %.3f", report["pooled"]["threshold"], point["threshold"], point["sensitivity"],
                     point["specificity"])
-    print(markdown_regions(report))
+    from benchmarks.fracatlas_docs import regions  # the page's table (fracatlas_docs imports this module)
+
+    print(regions(report))
     return 0
 
 

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from benchmarks import fracatlas_cv as cv
-from benchmarks.fracatlas_oof import load_oof, markdown_regions, oof_report
+from benchmarks.fracatlas_docs import regions
+from benchmarks.fracatlas_oof import load_oof, oof_report
 from monai_fracture.training.metrics import choose_threshold, roc_auc
 
 
@@ -146,7 +147,7 @@ def test_oof_report_thresholds_come_from_other_folds():
     assert (~called[labels == 0]).mean() == pytest.approx(point["specificity"]) and point["specificity"] >= 0.80
     assert called[labels == 1].mean() == pytest.approx(point["sensitivity"])
     assert point["sensitivity"] == pytest.approx(report["pooled"]["sensitivity_at_specificity_0.80"])
-    table = markdown_regions(report).splitlines()
+    table = regions(report).splitlines()
     assert len(table) == 2 + 2 + 1 and table[-1].startswith("| **without hardware** |")
 
 
