@@ -32,13 +32,18 @@ from monai_fracture.model import Classifier  # noqa: E402
 from monai_fracture.training.evaluation import write_evaluation  # noqa: E402
 
 
+def panel_errors(val: pd.DataFrame, threshold: float, per_kind: int = 4) -> list[tuple[str, pd.Series]]:
+    """The most confident errors at ``threshold``: the lowest-scored fractures, the highest-scored others."""
+    fn = val[(val["label"] == 1) & (val["probability"] < threshold)].nsmallest(per_kind, "probability")
+    fp = val[(val["label"] == 0) & (val["probability"] >= threshold)].nlargest(per_kind, "probability")
+    return [("missed fracture", row) for _, row in fn.iterrows()] + [("false alarm", row) for _, row in fp.iterrows()]
+
+
 def gradcam_panel(val: pd.DataFrame, data_dir: Path, model: Path, out_file: Path, per_kind: int = 4,
                   threshold: float | None = None) -> list[dict]:
     classifier = Classifier(model, threshold=threshold)
     threshold = classifier.threshold
-    fn = val[(val["label"] == 1) & (val["probability"] < threshold)].nsmallest(per_kind, "probability")
-    fp = val[(val["label"] == 0) & (val["probability"] >= threshold)].nlargest(per_kind, "probability")
-    picked = [("missed fracture", row) for _, row in fn.iterrows()] + [("false alarm", row) for _, row in fp.iterrows()]
+    picked = panel_errors(val, threshold, per_kind)
     fig, axes = plt.subplots(2, per_kind, figsize=(3.2 * per_kind, 7))
     listed = []
     for ax, (kind, row) in zip(axes.ravel(), picked):
@@ -65,22 +70,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=Path("bundles/fracture_classification/models/fracatlas"))
     parser.add_argument("--data", type=Path, default=Path("../shared/data/fracatlas"))
     parser.add_argument("--out", type=Path, default=Path("docs/validation"))
+    parser.add_argument("--no-panel", action="store_true",
+                        help="plots only, keeping the committed heatmap panel: for when the fold network that drew it "
+                             "is not at hand (tests check that its images are still the errors at the new threshold)")
     args = parser.parse_args(argv)
     info = ModelInfo.load(args.model / "model_info.json")
     threshold = info.threshold
     if (args.run_dir / "val_predictions.csv").is_file():
         val = pd.read_csv(args.run_dir / "val_predictions.csv")
-        held_out = val
+        held_out, fold = val, None
     else:
         from benchmarks.fracatlas_oof import fold_metas, load_oof
 
         val = load_oof(args.run_dir)
         model_recipe = dict((info.training_data or {}).get("recipe", {}))
         fold = model_recipe.pop("fold", None)
-        if fold is None or fold < 0:
+        if not args.no_panel and (fold is None or fold < 0):
             parser.error(f"--model {args.model} is not a fold's model: its heatmaps would show images it trained on")
         metas = fold_metas(args.run_dir)
-        if not metas or any({k: v for k, v in m["recipe"].items() if k != "fold"} != model_recipe for m in metas):
+        if not args.no_panel and (not metas or any(
+                {k: v for k, v in m["recipe"].items() if k != "fold"} != model_recipe for m in metas)):
             parser.error(f"--model {args.model} was trained with another recipe than {args.run_dir}'s folds")
         held_out = val[val["fold"] == fold]
         # the plots and the panel at the shipped threshold: the one chosen on these pooled OOF probabilities
@@ -91,8 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     write_evaluation(args.out, val["probability"], val["label"], val["path"], threshold,
                      groups=val["group"] if "group" in val else None)  # the interval of the tables: whole groups
     (args.out / "predictions.csv").unlink(missing_ok=True)  # per-image list stays with the run, not the docs
+    if args.no_panel:
+        return 0
     errors = gradcam_panel(held_out, args.data, args.model, args.out / "gradcam_errors.png", threshold=threshold)
-    (args.out / "gradcam_errors.json").write_text(json.dumps(errors, indent=2) + "\n")
+    panel = {"model": f"{info.name}@{info.version}", "held_out_fold": fold, "drawn_at_threshold": round(threshold, 4),
+             "errors": errors}
+    (args.out / "gradcam_errors.json").write_text(json.dumps(panel, indent=2) + "\n")
     return 0
 
 

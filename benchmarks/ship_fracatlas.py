@@ -17,6 +17,14 @@ validation fold::
 
 Both write ``model.pt`` (state dict) and ``model_info.json``; ``--export`` adds ONNX and TorchScript
 (each checked against the PyTorch probabilities).
+
+New OOF figures for weights already shipped (a fold finished after the full fit): ``--info-only``
+rewrites ``model_info.json`` (and ``--metadata``'s ``eval_metrics``) only. Its source may be the
+shipped package itself, whose training record stands in for the run folder's ``fold.json``, so
+the refresh does not depend on an ignored run folder surviving::
+
+    .venv/bin/python -m benchmarks.ship_fracatlas bundles/fracture_classification/models/fracatlas --info-only \
+        --oof benchmarks/results/fracatlas_cv/lite0_320_box0.2/summary.json
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from pathlib import Path
 
 from benchmarks.fracatlas_cv import FULL_FIT
 from monai_fracture.model.gradcam import check_heatmap_layers
-from monai_fracture.model.package import ModelInfo, safe_torch_load, save_model
+from monai_fracture.model.package import MODEL_INFO, MODEL_WEIGHTS, ModelInfo, safe_torch_load, save_model
 from monai_fracture.networks import build_network
 
 FRACATLAS_CITATION = (
@@ -67,11 +75,27 @@ def heatmap_entry(spec: str, report: Path | None) -> dict:
     return entry
 
 
+def cv_run_meta(run_dir: Path) -> dict | None:
+    """``fold.json`` of a ``benchmarks.fracatlas_cv`` run folder, or the same record out of a package it made."""
+    if (run_dir / "fold.json").is_file():
+        return json.loads((run_dir / "fold.json").read_text())
+    if not (run_dir / MODEL_INFO).is_file():
+        return None
+    trained = ModelInfo.load(run_dir / MODEL_INFO).training_data or {}
+    recipe = dict(trained.get("recipe") or {})
+    if "fold" not in recipe:  # a single-split run's package: no cross-validated recipe to refresh
+        return None
+    fold = recipe.pop("fold")
+    return {"fold": fold, "recipe": recipe, "train_images": trained["train_images"],
+            "train_with_boxes": trained["train_fractured_with_boxes"], "cpu_s": trained["cpu_s"],
+            "history": trained["history"]}
+
+
 def cv_model_info(run_dir: Path, oof_summary: Path, version: str) -> tuple[dict, ModelInfo]:
-    """The network kwargs and ``ModelInfo`` of a ``benchmarks.fracatlas_cv`` full fit (or fold) run folder."""
+    """The network kwargs and ``ModelInfo`` of a ``benchmarks.fracatlas_cv`` full fit (or fold) run or package."""
     from benchmarks.fracatlas_cv import NORMALIZATION
 
-    meta = json.loads((run_dir / "fold.json").read_text())
+    meta = cv_run_meta(run_dir)
     summary = json.loads(oof_summary.read_text())
     recipe = meta["recipe"]
     if summary.get("recipe") != recipe:
@@ -152,7 +176,8 @@ def write_eval_metrics(metadata: Path, summary: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path, help="a benchmarks.fracatlas run, or a benchmarks.fracatlas_cv full/foldK folder")
+    parser.add_argument("run_dir", type=Path, help="a benchmarks.fracatlas run, a benchmarks.fracatlas_cv full/foldK "
+                                                   "folder, or (--info-only) a package made from one")
     parser.add_argument("--to", type=Path, default=Path("bundles/fracture_classification/models/fracatlas"))
     parser.add_argument("--version", default="0.1.0")
     parser.add_argument("--oof", type=Path, help="benchmarks.fracatlas_oof summary.json of the recipe (cv runs)")
@@ -167,7 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.metadata and args.oof is None:
         parser.error("--metadata takes its figures from --oof SUMMARY")
-    if (args.run_dir / "fold.json").is_file():
+    packaged = not (args.run_dir / "fold.json").is_file() and (args.run_dir / MODEL_INFO).is_file()
+    if packaged and not args.info_only:
+        parser.error(f"{args.run_dir} is a package: it can only be the source of --info-only (same weights)")
+    if packaged and cv_run_meta(args.run_dir) is None:
+        parser.error(f"{args.run_dir}: its model_info.json records no benchmarks.fracatlas_cv recipe to refresh")
+    if cv_run_meta(args.run_dir) is not None:
         if args.oof is None:
             parser.error("a benchmarks.fracatlas_cv run needs --oof SUMMARY (its threshold and figures)")
         network_kwargs, info = cv_model_info(args.run_dir, args.oof, args.version)
@@ -181,13 +211,14 @@ def main(argv: list[str] | None = None) -> int:
         info.heatmap = heatmap_entry(args.heatmap, args.heatmap_report)
         check_heatmap_layers(network, info.heatmap)
     if args.info_only:
-        from monai_fracture.model.package import MODEL_INFO, MODEL_WEIGHTS
-
         shipped = safe_torch_load(args.to / MODEL_WEIGHTS)
         if shipped.keys() != network.state_dict().keys() or not all(
                 shipped[k].equal(v) for k, v in network.state_dict().items()):
             raise SystemExit(f"--info-only: {args.to / MODEL_WEIGHTS} holds other weights than {args.run_dir}")
-        info.exports = ModelInfo.load(args.to / MODEL_INFO).exports  # same weights: the checked exports still hold
+        before = ModelInfo.load(args.to / MODEL_INFO)
+        info.exports = before.exports  # same weights: the checked exports still hold
+        if not args.heatmap:  # same weights: the heatmap recipe chosen for them still holds
+            info.heatmap = before.heatmap
         info.save(args.to / MODEL_INFO)
         print(f"rewrote {args.to / MODEL_INFO}, threshold {info.threshold:.4f}")
         if args.metadata:

@@ -197,6 +197,15 @@ def test_a_full_fit_ships_with_the_oof_threshold_and_its_own_heatmap_recipe(tiny
     with pytest.raises(SystemExit):  # the full fit trained on every image: no heatmap of it may be shown
         fracatlas_report.main([str(tmp_path / "results" / "tiny"), "--model", str(shipped),
                                "--data", str(tiny_fracatlas), "--out", str(figures)])
+    plots_only = tmp_path / "plots_only"
+    plots_only.mkdir()  # ... but its plots need no heatmap: --no-panel keeps whatever panel is there
+    assert fracatlas_report.main([str(tmp_path / "results" / "tiny"), "--model", str(shipped), "--no-panel",
+                                  "--data", str(tiny_fracatlas), "--out", str(plots_only)]) == 0
+    assert {p.name for p in plots_only.iterdir()} >= {"roc_curve.png", "metrics.json"}
+    assert not (plots_only / "gradcam_errors.png").exists()
+    panel = json.loads((figures / "gradcam_errors.json").read_text())
+    assert panel["held_out_fold"] == 0 and panel["drawn_at_threshold"] == pytest.approx(
+        summary["pooled"]["threshold"], abs=1e-4) and panel["model"].endswith("@9.9.9-fold0")
     # what can be compared of the full fit and the fold network: losses, ranks, calls on the fold's images
     from benchmarks import fracatlas_fullfit_check
 
@@ -218,6 +227,19 @@ def test_a_full_fit_ships_with_the_oof_threshold_and_its_own_heatmap_recipe(tiny
     assert ship_fracatlas.main([str(tmp_path / "run" / "full"), "--to", str(shipped), "--version", "9.9.9",
                                 "--oof", str(newer), "--heatmap", "gradcam@last", "--info-only"]) == 0
     assert Classifier(shipped).threshold == pytest.approx(0.4321) and (shipped / "model.pt").read_bytes() == weights
+    # ... also with the package as its own source (the run folder is ignored and need not survive)
+    before = json.loads((shipped / "model_info.json").read_text())
+    summary["pooled"]["threshold"] = 0.3456
+    newest = tmp_path / "newest.json"
+    newest.write_text(json.dumps(summary))
+    assert ship_fracatlas.main([str(shipped), "--to", str(shipped), "--version", "9.9.9", "--oof", str(newest),
+                                "--info-only"]) == 0
+    after = json.loads((shipped / "model_info.json").read_text())
+    assert after["threshold"] == pytest.approx(0.3456) and (shipped / "model.pt").read_bytes() == weights
+    assert {k: v for k, v in after.items() if k not in ("threshold", "metrics", "created")} == {
+        k: v for k, v in before.items() if k not in ("threshold", "metrics", "created")}  # record and heatmap kept
+    with pytest.raises(SystemExit):  # a package is no run: new weights cannot come from it
+        ship_fracatlas.main([str(shipped), "--to", str(tmp_path / "elsewhere"), "--oof", str(newest)])
     # ... and the bundle's metadata.json eval_metrics from the same file, every other key kept
     metadata = tmp_path / "metadata.json"
     original = json.loads((Path(__file__).resolve().parents[1] / "bundles" / "fracture_classification" / "configs"
@@ -309,3 +331,22 @@ def test_paired_bootstrap_moves_both_models_together():
     better = paired_bootstrap(labels, strong, weak, groups, resamples=200)
     assert better["roc_auc_difference"] == pytest.approx(roc_auc(strong, labels) - roc_auc(weak, labels))
     assert 0 < better["roc_auc_difference_ci95"][0] < better["roc_auc_difference"] < better["roc_auc_difference_ci95"][1]
+
+
+def test_the_error_panel_shows_the_errors_at_the_shipped_threshold():
+    """docs/validation's heatmap panel lists what its fold's OOF probabilities select at today's pooled threshold.
+
+    The fold network that drew it lives in an ignored run folder, so after a new fold moves the
+    threshold the panel may be kept (``fracatlas_report --no-panel``) only while its images stay the
+    same; when they do not, this fails and the panel must be redrawn by a fold network.
+    """
+    from benchmarks.fracatlas_report import panel_errors
+
+    folder = SHIPPED_RESULTS / "lite0_320_box0.2"
+    panel = json.loads((REPO / "docs" / "validation" / "gradcam_errors.json").read_text())
+    threshold = json.loads((folder / "summary.json").read_text())["pooled"]["threshold"]
+    oof = load_oof(folder)
+    picked = panel_errors(oof[oof["fold"] == panel["held_out_fold"]], threshold)
+    assert [(kind, row["path"], round(float(row["probability"]), 4)) for kind, row in picked] == [
+        (e["kind"], e["path"], e["probability"]) for e in panel["errors"]]
+    assert len(panel["errors"]) == 8 and panel["model"].endswith(f"-fold{panel['held_out_fold']}")

@@ -123,9 +123,9 @@ def test_documented_commands_run(doc: Path, shared_studies: Path, tmp_path_facto
     dx = next(p for p in sorted(shared_studies.rglob("image_*")) if p.is_file())
     skipped: list[str] = []
     for block in runnable:
-        missing = [tool for tool in block.needs if shutil.which(tool) is None]
-        if missing:
-            skipped.append(f"{block.id} needs {', '.join(missing)}")
+        absent = [tool for tool in block.needs if shutil.which(tool) is None]
+        if absent:
+            skipped.append(f"{block.id} needs {', '.join(absent)}")
             continue
         scp = _StorageSCP() if block.uses("{scp_port}") else None
         try:
