@@ -43,6 +43,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 
+from benchmarks.common import machine
 from benchmarks.fracatlas import FineTuneRecipe
 from monai_fracture.io import ImageReadError, read_image
 from monai_fracture.networks import build_network, head_module, parameter_groups
@@ -242,6 +243,7 @@ def train_fold(recipe: Recipe, frame: pd.DataFrame, images: np.ndarray, fold: in
     box_loss = BoxAttentionLoss(temperature=recipe.box_temperature)
 
     epoch, step, history, cpu_before, wall_before = 0, 0, [], 0.0, 0.0
+    cpus = [machine()["cpu"]]  # CPU time is only comparable on one CPU model: record every one a fold ran on
     if state is not None:
         net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])
@@ -250,6 +252,7 @@ def train_fold(recipe: Recipe, frame: pd.DataFrame, images: np.ndarray, fold: in
             ema.load_state_dict(state["ema"])
         epoch, step, history = int(state["epoch"]), int(state["step"]), json.loads(state["history"])
         cpu_before, wall_before = float(state["cpu_s"]), float(state["wall_s"])
+        cpus = list(dict.fromkeys(json.loads(state.get("cpus", "[]")) + cpus))
         logger.info("fold %d: resuming at epoch %d step %d/%d", fold, epoch + 1, step, steps_per_epoch)
     cpu_start, wall_start = _cpu_seconds(), time.perf_counter()
 
@@ -258,7 +261,7 @@ def train_fold(recipe: Recipe, frame: pd.DataFrame, images: np.ndarray, fold: in
                "schedule": schedule.state_dict(), "ema": ema.state_dict() if ema is not None else {},
                "epoch": next_epoch, "step": next_step, "history": json.dumps(history),
                "cpu_s": cpu_before + _cpu_seconds() - cpu_start,
-               "wall_s": wall_before + time.perf_counter() - wall_start}, ckpt_file)
+               "wall_s": wall_before + time.perf_counter() - wall_start, "cpus": json.dumps(cpus)}, ckpt_file)
 
     while epoch < recipe.epochs:
         # the batch order of an epoch depends only on (seed, fold, epoch): a resumed epoch continues it
@@ -312,7 +315,7 @@ def train_fold(recipe: Recipe, frame: pd.DataFrame, images: np.ndarray, fold: in
             "val_images": int(len(val_idx)), "val_fractured": int(oof["label"].sum()),
             "train_with_boxes": int(sum(bool(train_ds.box_files[i]) and train_ds.labels[i] for i in range(len(train_ds)))),
             "history": history, "cpu_s": round(float(state["cpu_s"]), 1), "wall_s": round(float(state["wall_s"]), 1),
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), "cpus": json.loads(state.get("cpus", "[]"))}
     (fold_dir / "fold.json").write_text(json.dumps(meta, indent=2) + "\n")
     if len(oof):
         oof.to_csv(fold_dir / "oof.csv", index=False)

@@ -74,8 +74,9 @@ def headline(summary: dict, tta: dict | None, folds: int) -> str:
 def per_fold(summary: dict, metas: list[dict]) -> str:
     """Each fold on its own, at a threshold chosen on the other folds' OOF probabilities."""
     cpu = {int(m["fold"]): m.get("cpu_s") for m in metas}
+    models = {int(m["fold"]): ", ".join(m.get("cpus") or ["not recorded"]) for m in metas}
     rows = ["| fold | images | fractured | ROC-AUC | PR-AUC | sens. @ spec. 0.80 | ECE | threshold from the other folds: "
-            "value, sensitivity / specificity | CPU min |", "|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+            "value, sensitivity / specificity | CPU min | on |", "|---|---:|---:|---:|---:|---:|---:|---|---:|---|"]
     for fold, entry in sorted(summary["per_fold"].items(), key=lambda kv: int(kv[0])):
         other = ("–" if "threshold_from_other_folds" not in entry else
                  f"{entry['threshold_from_other_folds']:.3f}: {_f(entry['sensitivity_at_other_folds_threshold'])} / "
@@ -83,7 +84,7 @@ def per_fold(summary: dict, metas: list[dict]) -> str:
         minutes = cpu.get(int(fold))
         rows.append(f"| {fold} | {entry['n']} | {entry['positives']} | {_f(entry['roc_auc'])} | {_f(entry['pr_auc'])} | "
                     f"{_f(entry.get('sensitivity_at_specificity_0.80'))} | {_f(entry['ece'])} | {other} | "
-                    f"{'–' if minutes is None else f'{minutes / 60:.0f}'} |")
+                    f"{'–' if minutes is None else f'{minutes / 60:.0f}'} | {models.get(int(fold), '–')} |")
     return "\n".join(rows)
 
 

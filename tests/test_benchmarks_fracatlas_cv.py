@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from benchmarks import fracatlas_cv as cv
+from benchmarks.common import machine
 from benchmarks.fracatlas_docs import regions
 from benchmarks.fracatlas_oof import load_oof, oof_report
 from monai_fracture.training.metrics import choose_threshold, roc_auc
@@ -109,6 +110,7 @@ def test_killed_fold_resumes_mid_epoch_and_publishes(tiny_fracatlas, tmp_path, m
     published = cv.publish("tiny", 0, fold_dir, results_root=tmp_path / "results", bootstrap=20)
     meta = json.loads((published / "fold0.json").read_text())
     assert meta["fold"] == 0 and meta["cpu_s"] > 0 and meta["train_with_boxes"] > 0
+    assert meta["cpus"] == [machine()["cpu"]]  # both sittings ran here: one CPU model, named once
     assert load_oof(published)["path"].tolist() == oof["path"].tolist()
 
 
@@ -295,8 +297,10 @@ def test_generated_tables_follow_the_results_and_unknown_blocks_are_refused():
                                   "sensitivity_at_specificity_0.80": 0.5, "threshold_from_other_folds": 0.31,
                                   "sensitivity_at_other_folds_threshold": 0.5,
                                   "specificity_at_other_folds_threshold": 0.857}}}
-    table = per_fold(summary, [{"fold": 1, "cpu_s": 3600.0}])
-    assert table.splitlines()[3] == "| 1 | 9 | 2 | 0.880 | 0.700 | 0.500 | 0.040 | 0.310: 0.500 / 0.857 | 60 |"
+    table = per_fold(summary, [{"fold": 1, "cpu_s": 3600.0, "cpus": ["CPU A", "CPU B"]}, {"fold": 0, "cpu_s": 60.0}])
+    assert table.splitlines()[3] == ("| 1 | 9 | 2 | 0.880 | 0.700 | 0.500 | 0.040 | 0.310: 0.500 / 0.857 | 60 | "
+                                     "CPU A, CPU B |")
+    assert table.splitlines()[2].endswith("| 1 | not recorded |")  # a fold published before CPUs were recorded
     page = ("intro\n<!-- generated: oof-folds (benchmarks.fracatlas_docs) -->\nold\n"
             "<!-- end generated: oof-folds -->\noutro\n")
     assert render(page, {"oof-folds": "NEW"}) == page.replace("\nold\n", "\nNEW\n")
@@ -305,7 +309,7 @@ def test_generated_tables_follow_the_results_and_unknown_blocks_are_refused():
     with pytest.raises(ValueError, match="oof-regions"):  # a table whose markers went missing is not skipped
         render(page, {"oof-folds": "NEW", "oof-regions": "X"})
     # a fold without a threshold from other folds or a CPU time shows dashes
-    assert per_fold(summary, []).splitlines()[2] == "| 0 | 10 | 3 | 0.910 | 0.800 | 0.670 | 0.020 | – | – |"
+    assert per_fold(summary, []).splitlines()[2] == "| 0 | 10 | 3 | 0.910 | 0.800 | 0.670 | 0.020 | – | – | – |"
 
 
 def test_a_region_with_few_fractures_shows_no_roc_auc():
