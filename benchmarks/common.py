@@ -121,18 +121,22 @@ class Section:
         return dataclasses.asdict(self)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``, else ``platform``): CPU times compare only on one model."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def machine() -> dict[str, Any]:
     """Which machine produced the figures: CPU model, cores, threads, GPU, library versions."""
     import torch
 
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     versions = {"python": platform.python_version(), "torch": torch.__version__}
     for name in ("monai", "onnxruntime", "pydicom", "numpy"):
         try:

@@ -43,7 +43,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 
-from benchmarks.common import machine
+from benchmarks.common import cpu_model
 from benchmarks.fracatlas import FineTuneRecipe
 from monai_fracture.io import ImageReadError, read_image
 from monai_fracture.networks import build_network, head_module, parameter_groups
@@ -243,7 +243,7 @@ def train_fold(recipe: Recipe, frame: pd.DataFrame, images: np.ndarray, fold: in
     box_loss = BoxAttentionLoss(temperature=recipe.box_temperature)
 
     epoch, step, history, cpu_before, wall_before = 0, 0, [], 0.0, 0.0
-    cpus = [machine()["cpu"]]  # CPU time is only comparable on one CPU model: record every one a fold ran on
+    cpus = [cpu_model()]  # CPU time is only comparable on one CPU model: record every one a fold ran on
     if state is not None:
         net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])
@@ -252,7 +252,8 @@ def train_fold(recipe: Recipe, frame: pd.DataFrame, images: np.ndarray, fold: in
             ema.load_state_dict(state["ema"])
         epoch, step, history = int(state["epoch"]), int(state["step"]), json.loads(state["history"])
         cpu_before, wall_before = float(state["cpu_s"]), float(state["wall_s"])
-        cpus = list(dict.fromkeys(json.loads(state.get("cpus", "[]")) + cpus))
+        earlier = json.loads(state["cpus"]) if "cpus" in state else ["not recorded"]  # a checkpoint from before
+        cpus = list(dict.fromkeys(earlier + cpus))
         logger.info("fold %d: resuming at epoch %d step %d/%d", fold, epoch + 1, step, steps_per_epoch)
     cpu_start, wall_start = _cpu_seconds(), time.perf_counter()
 

@@ -11,7 +11,9 @@ validation fold, or a recipe's pooled out-of-fold files ``fold*_oof.csv``; the p
 threshold of ``summary.json``, the one shipped), and a heatmap panel of the most
 confident false negatives and false positives, read and preprocessed by the scoring code. For
 out-of-fold files the panel draws only images ``--model`` held out (a fold's model: its own
-fold), so no heatmap comes from a network that trained on the image.
+fold), so no heatmap comes from a network that trained on the image. ``--no-panel`` writes the
+plots only and keeps the committed panel, for when that fold network is not at hand (its run
+folder is ignored); a test fails once its images are no longer the errors the threshold selects.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ A single-split run (``benchmarks.fracatlas``, the first shipped model): the thre
 validation fold::
 
     .venv/bin/python -m benchmarks.ship_fracatlas benchmarks/out/fracatlas/lite0_224 \
-        --to bundles/fracture_classification/models/fracatlas
+        --to bundles/fracture_classification/models/fracatlas --version 0.1.0
 
 Both write ``model.pt`` (state dict) and ``model_info.json``; ``--export`` adds ONNX and TorchScript
 (each checked against the PyTorch probabilities).
@@ -91,15 +91,14 @@ def cv_run_meta(run_dir: Path) -> dict | None:
             "history": trained["history"]}
 
 
-def cv_model_info(run_dir: Path, oof_summary: Path, version: str) -> tuple[dict, ModelInfo]:
-    """The network kwargs and ``ModelInfo`` of a ``benchmarks.fracatlas_cv`` full fit (or fold) run or package."""
+def cv_model_info(meta: dict, oof_summary: Path, version: str) -> tuple[dict, ModelInfo]:
+    """The network kwargs and ``ModelInfo`` of a ``benchmarks.fracatlas_cv`` full fit (or fold): ``cv_run_meta``'s record."""
     from benchmarks.fracatlas_cv import NORMALIZATION
 
-    meta = cv_run_meta(run_dir)
     summary = json.loads(oof_summary.read_text())
     recipe = meta["recipe"]
     if summary.get("recipe") != recipe:
-        raise SystemExit(f"{oof_summary} pools another recipe than {run_dir}")
+        raise SystemExit(f"{oof_summary} pools another recipe than fold {meta['fold']}'s run")
     pooled = summary["pooled"]
     folds = summary["folds_present"]
     scope = (f"all {recipe['folds']} folds" if summary["complete"]
@@ -179,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path, help="a benchmarks.fracatlas run, a benchmarks.fracatlas_cv full/foldK "
                                                    "folder, or (--info-only) a package made from one")
     parser.add_argument("--to", type=Path, default=Path("bundles/fracture_classification/models/fracatlas"))
-    parser.add_argument("--version", default="0.1.0")
+    parser.add_argument("--version", help="the package's version (with --info-only: the shipped one's if not given)")
     parser.add_argument("--oof", type=Path, help="benchmarks.fracatlas_oof summary.json of the recipe (cv runs)")
     parser.add_argument("--heatmap", help="the model's heatmap recipe (benchmarks.localisation syntax)")
     parser.add_argument("--heatmap-report", type=Path, help="benchmarks.localisation_report --out JSON with its row")
@@ -195,14 +194,19 @@ def main(argv: list[str] | None = None) -> int:
     packaged = not (args.run_dir / "fold.json").is_file() and (args.run_dir / MODEL_INFO).is_file()
     if packaged and not args.info_only:
         parser.error(f"{args.run_dir} is a package: it can only be the source of --info-only (same weights)")
-    if packaged and cv_run_meta(args.run_dir) is None:
+    meta = cv_run_meta(args.run_dir)
+    if packaged and meta is None:
         parser.error(f"{args.run_dir}: its model_info.json records no benchmarks.fracatlas_cv recipe to refresh")
-    if cv_run_meta(args.run_dir) is not None:
+    before = ModelInfo.load(args.to / MODEL_INFO) if args.info_only else None
+    version = args.version or (before.version if before is not None else None)
+    if version is None:
+        parser.error("--version: name the new package's version")
+    if meta is not None:
         if args.oof is None:
             parser.error("a benchmarks.fracatlas_cv run needs --oof SUMMARY (its threshold and figures)")
-        network_kwargs, info = cv_model_info(args.run_dir, args.oof, args.version)
+        network_kwargs, info = cv_model_info(meta, args.oof, version)
     else:
-        network_kwargs, info = single_split_model_info(args.run_dir, args.version)
+        network_kwargs, info = single_split_model_info(args.run_dir, version)
     if args.heatmap_report and not args.heatmap:
         parser.error("--heatmap-report documents the recipe given with --heatmap: name it")
     network = build_network(**network_kwargs, pretrained=False)
@@ -215,7 +219,6 @@ def main(argv: list[str] | None = None) -> int:
         if shipped.keys() != network.state_dict().keys() or not all(
                 shipped[k].equal(v) for k, v in network.state_dict().items()):
             raise SystemExit(f"--info-only: {args.to / MODEL_WEIGHTS} holds other weights than {args.run_dir}")
-        before = ModelInfo.load(args.to / MODEL_INFO)
         info.exports = before.exports  # same weights: the checked exports still hold
         if not args.heatmap:  # same weights: the heatmap recipe chosen for them still holds
             info.heatmap = before.heatmap

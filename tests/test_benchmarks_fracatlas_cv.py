@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from benchmarks import fracatlas_cv as cv
-from benchmarks.common import machine
+from benchmarks.common import cpu_model
 from benchmarks.fracatlas_docs import regions
 from benchmarks.fracatlas_oof import load_oof, oof_report
 from monai_fracture.training.metrics import choose_threshold, roc_auc
@@ -93,6 +93,9 @@ def test_killed_fold_resumes_mid_epoch_and_publishes(tiny_fracatlas, tmp_path, m
     monkeypatch.setattr(torch.optim.AdamW, "step", original_step)
     state = torch.load(fold_dir / "checkpoint.pt", weights_only=True)
     assert (int(state["epoch"]), int(state["step"])) == (1, 1)
+    assert json.loads(state["cpus"]) == [cpu_model()]
+    del state["cpus"]  # as a checkpoint written before CPUs were recorded: its sitting's CPU is unknown
+    torch.save(state, fold_dir / "checkpoint.pt")
 
     with caplog.at_level("INFO", logger="benchmarks.fracatlas_cv"):
         oof = cv.train_fold(recipe, usable, images, 0, fold_dir, checkpoint_steps=1, workers=0)
@@ -110,7 +113,7 @@ def test_killed_fold_resumes_mid_epoch_and_publishes(tiny_fracatlas, tmp_path, m
     published = cv.publish("tiny", 0, fold_dir, results_root=tmp_path / "results", bootstrap=20)
     meta = json.loads((published / "fold0.json").read_text())
     assert meta["fold"] == 0 and meta["cpu_s"] > 0 and meta["train_with_boxes"] > 0
-    assert meta["cpus"] == [machine()["cpu"]]  # both sittings ran here: one CPU model, named once
+    assert meta["cpus"] == ["not recorded", cpu_model()]
     assert load_oof(published)["path"].tolist() == oof["path"].tolist()
 
 
@@ -153,7 +156,7 @@ def test_oof_report_thresholds_come_from_other_folds():
     assert len(table) == 2 + 2 + 1 and table[-1].startswith("| **without hardware** |")
 
 
-def test_a_full_fit_ships_with_the_oof_threshold_and_its_own_heatmap_recipe(tiny_fracatlas, tmp_path):
+def test_a_full_fit_ships_with_the_oof_threshold_and_its_own_heatmap_recipe(tiny_fracatlas, tmp_path, capsys):
     """benchmarks.ship_fracatlas on a cv run: threshold and figures from the pooled OOF file, recipe in model_info."""
     from benchmarks import fracatlas_oof, ship_fracatlas
     from benchmarks.localisation import validation_frame
@@ -199,12 +202,12 @@ def test_a_full_fit_ships_with_the_oof_threshold_and_its_own_heatmap_recipe(tiny
     with pytest.raises(SystemExit):  # the full fit trained on every image: no heatmap of it may be shown
         fracatlas_report.main([str(tmp_path / "results" / "tiny"), "--model", str(shipped),
                                "--data", str(tiny_fracatlas), "--out", str(figures)])
-    plots_only = tmp_path / "plots_only"
-    plots_only.mkdir()  # ... but its plots need no heatmap: --no-panel keeps whatever panel is there
+    panel_files = {name: (figures / name).read_bytes() for name in ("gradcam_errors.png", "gradcam_errors.json")}
+    (figures / "roc_curve.png").unlink()  # ... but its plots need no heatmap: --no-panel keeps the panel there
     assert fracatlas_report.main([str(tmp_path / "results" / "tiny"), "--model", str(shipped), "--no-panel",
-                                  "--data", str(tiny_fracatlas), "--out", str(plots_only)]) == 0
-    assert {p.name for p in plots_only.iterdir()} >= {"roc_curve.png", "metrics.json"}
-    assert not (plots_only / "gradcam_errors.png").exists()
+                                  "--data", str(tiny_fracatlas), "--out", str(figures)]) == 0
+    assert (figures / "roc_curve.png").is_file()
+    assert {name: (figures / name).read_bytes() for name in panel_files} == panel_files
     panel = json.loads((figures / "gradcam_errors.json").read_text())
     assert panel["held_out_fold"] == 0 and panel["drawn_at_threshold"] == pytest.approx(
         summary["pooled"]["threshold"], abs=1e-4) and panel["model"].endswith("@9.9.9-fold0")
@@ -234,14 +237,22 @@ def test_a_full_fit_ships_with_the_oof_threshold_and_its_own_heatmap_recipe(tiny
     summary["pooled"]["threshold"] = 0.3456
     newest = tmp_path / "newest.json"
     newest.write_text(json.dumps(summary))
-    assert ship_fracatlas.main([str(shipped), "--to", str(shipped), "--version", "9.9.9", "--oof", str(newest),
-                                "--info-only"]) == 0
+    assert ship_fracatlas.main([str(shipped), "--to", str(shipped), "--oof", str(newest), "--info-only"]) == 0
     after = json.loads((shipped / "model_info.json").read_text())
     assert after["threshold"] == pytest.approx(0.3456) and (shipped / "model.pt").read_bytes() == weights
     assert {k: v for k, v in after.items() if k not in ("threshold", "metrics", "created")} == {
-        k: v for k, v in before.items() if k not in ("threshold", "metrics", "created")}  # record and heatmap kept
+        k: v for k, v in before.items() if k not in ("threshold", "metrics", "created")}  # version, record, heatmap kept
+    capsys.readouterr()
     with pytest.raises(SystemExit):  # a package is no run: new weights cannot come from it
-        ship_fracatlas.main([str(shipped), "--to", str(tmp_path / "elsewhere"), "--oof", str(newest)])
+        ship_fracatlas.main([str(shipped), "--to", str(tmp_path / "elsewhere"), "--version", "1", "--oof", str(newest)])
+    assert "is a package" in capsys.readouterr().err
+    single_split = tmp_path / "single_split"  # a package without a cross-validated recipe has nothing to refresh
+    single_split.mkdir()
+    (single_split / "model.pt").write_bytes(weights)
+    (single_split / "model_info.json").write_text(json.dumps({**after, "training_data": {"dataset": "FracAtlas"}}))
+    with pytest.raises(SystemExit):
+        ship_fracatlas.main([str(single_split), "--to", str(single_split), "--oof", str(newest), "--info-only"])
+    assert "records no benchmarks.fracatlas_cv recipe" in capsys.readouterr().err
     # ... and the bundle's metadata.json eval_metrics from the same file, every other key kept
     metadata = tmp_path / "metadata.json"
     original = json.loads((Path(__file__).resolve().parents[1] / "bundles" / "fracture_classification" / "configs"
@@ -260,7 +271,8 @@ def test_a_full_fit_ships_with_the_oof_threshold_and_its_own_heatmap_recipe(tiny
     with pytest.raises(SystemExit, match="another recipe"):
         other = tmp_path / "other.json"
         other.write_text(json.dumps({**summary, "recipe": {**summary["recipe"], "epochs": 7}}))
-        ship_fracatlas.main([str(tmp_path / "run" / "full"), "--to", str(tmp_path / "x"), "--oof", str(other)])
+        ship_fracatlas.main([str(tmp_path / "run" / "full"), "--to", str(tmp_path / "x"), "--version", "1",
+                             "--oof", str(other)])
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -353,4 +365,9 @@ def test_the_error_panel_shows_the_errors_at_the_shipped_threshold():
     picked = panel_errors(oof[oof["fold"] == panel["held_out_fold"]], threshold)
     assert [(kind, row["path"], round(float(row["probability"]), 4)) for kind, row in picked] == [
         (e["kind"], e["path"], e["probability"]) for e in panel["errors"]]
-    assert len(panel["errors"]) == 8 and panel["model"].endswith(f"-fold{panel['held_out_fold']}")
+    shipped = json.loads((REPO / "bundles" / "fracture_classification" / "models" / "fracatlas" / "model_info.json")
+                         .read_text())  # drawn by a fold network of the shipped model's own recipe and release
+    assert panel["model"] == f"{shipped['name']}@{shipped['version']}-fold{panel['held_out_fold']}"
+    assert {k: v for k, v in shipped["training_data"]["recipe"].items() if k != "fold"} == json.loads(
+        (folder / "summary.json").read_text())["recipe"]
+    assert len(panel["errors"]) == 8
