@@ -60,7 +60,10 @@ def test_batched_maps_equal_the_reference(classifier, inputs, method, layers, fl
         reference = _reference(classifier, cam_input)
         assert cam.shape == reference.shape == cam_input.geometry.shape
         assert np.allclose(cam, reference, atol=ATOL), f"max difference {np.abs(cam - reference).max():.2e}"
-        assert hot_region(cam) == hot_region(reference)
+        mine, theirs = hot_region(cam), hot_region(reference)
+        assert (mine.peak, mine.outline, mine.level) == (theirs.peak, theirs.outline, theirs.level)
+        # maps equal to float tolerance may still put a few pixels on either side of the level
+        assert mine.area_fraction == pytest.approx(theirs.area_fraction, abs=1e-5)
 
 
 def test_no_weight_gradients_and_parameters_left_as_found():
